@@ -1,0 +1,65 @@
+"""What every entry point shares: turning config groups into objects, clean errors, the final metrics table."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from cifar_lit.errors import ConfigError, DataError
+from cifar_lit.module import BlockClassifier
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+USER_ERRORS = (ConfigError, DataError, FileNotFoundError, FloatingPointError)
+
+
+def plain(cfg: DictConfig | None) -> Any:
+    """A resolved config node as plain Python containers (what a checkpoint can store safely)."""
+    return OmegaConf.to_container(cfg, resolve=True) if cfg is not None else None
+
+
+def build_module(cfg: DictConfig) -> BlockClassifier:
+    return BlockClassifier(
+        model=plain(cfg.model),
+        optimizer=plain(cfg.optimizer),
+        scheduler=plain(cfg.get("scheduler")) or None,
+        channels_last=cfg.get("channels_last", True),
+        compile=cfg.get("compile", False),
+    )
+
+
+def instantiate_list(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a group like ``callbacks`` or ``logger`` that has a ``_target_``."""
+    if not group:
+        return []
+    return [hydra.utils.instantiate(node) for node in group.values() if isinstance(node, Mapping) and "_target_" in node]
+
+
+def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
+    """Run ``task``; a user error (bad config value, missing data, divergence) ends a single run with its message
+    and exit status 1, not a traceback. Inside a multirun it is raised so the sweep records the failed job."""
+    try:
+        return task(cfg)
+    except USER_ERRORS as err:
+        if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
+            raise
+        log.error("%s: %s", type(err).__name__, err)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+def print_metrics(metrics: Mapping[str, float]) -> None:
+    table = Table(title="final metrics")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name in sorted(metrics):
+        table.add_row(name, f"{metrics[name]:.4f}")
+    Console().print(table)

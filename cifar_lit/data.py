@@ -1,0 +1,264 @@
+"""CIFAR-10: where it comes from (official archive or image folder), its decoded cache, and the DataModule.
+
+Sources are decoded once into uint8 arrays (N, 32, 32, 3) + int64 labels and cached as ``.npz`` files with a
+SHA-256 of their contents, so a second run loads in about a second and a corrupted cache is noticed and rebuilt.
+The source itself is only read (it may live on a read-only share).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader
+
+from cifar_lit.errors import ConfigError, DataError
+from cifar_lit.loader import Augment, PerImageDataset, ResidentLoader
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+IMAGE_SHAPE = (32, 32, 3)
+ARCHIVE_DIR = "cifar-10-batches-py"
+
+
+def default_root() -> str:
+    """``$CIFAR10_ROOT`` when set, else ``data/``."""
+    return os.environ.get("CIFAR10_ROOT", "data")
+
+
+def find_layout(root: Path) -> str:
+    """'archive' (cifar-10-batches-py/) or 'folder' (train/<class>/*.png); raise with both fixes when neither."""
+    if (root / ARCHIVE_DIR).is_dir():
+        return "archive"
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        return "folder"
+    raise DataError(f"no CIFAR-10 found under {str(root)!r}. " + how_to_provide(root))
+
+
+def how_to_provide(root: Path) -> str:
+    return (
+        "Either\n"
+        f"  1. put the official python archive there ({root / ARCHIVE_DIR}/, from "
+        "https://www.cs.toronto.edu/~kriz/cifar.html; data.download=true fetches it when the network allows), or\n"
+        f"  2. point data.root (or $CIFAR10_ROOT) at an image folder with train/<class>/*.png and "
+        "test/<class>/*.png, e.g. data.root=../shared/data/cifar10"
+    )
+
+
+def download_archive(root: Path) -> None:
+    """Fetch the official archive with torchvision (md5-checked); a clear error when there is no network."""
+    from torchvision.datasets import CIFAR10
+
+    try:
+        CIFAR10(str(root), train=True, download=True)
+    except Exception as err:  # noqa: BLE001 - any network failure becomes one actionable message
+        raise DataError(f"could not download CIFAR-10 into {str(root)!r} ({err}). " + how_to_provide(root)) from err
+
+
+def read_archive(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The official python archive, through torchvision (which checks the published md5 sums)."""
+    from torchvision.datasets import CIFAR10
+
+    try:
+        ds = CIFAR10(str(root), train=split == "train", download=False)
+    except RuntimeError as err:
+        raise DataError(f"{root / ARCHIVE_DIR}: {err}") from err
+    return np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64)
+
+
+def list_image_folder(split_dir: Path) -> list[tuple[Path, int]]:
+    """(file, label) for every image, sorted by class (CIFAR-10 order) then file name."""
+    if not split_dir.is_dir():
+        raise DataError(f"missing folder {split_dir} (expected {split_dir}/<class>/*.png)")
+    missing = [name for name in CLASSES if not (split_dir / name).is_dir()]
+    if missing:
+        raise DataError(f"{split_dir}: missing class folder(s) {missing}; expected one folder per class {CLASSES}")
+    files = []
+    for label, name in enumerate(CLASSES):
+        class_files = sorted(p for p in (split_dir / name).iterdir() if p.is_file())
+        if not class_files:
+            raise DataError(f"{split_dir / name}: class folder is empty")
+        files += [(p, label) for p in class_files]
+    return files
+
+
+def read_image(path: Path) -> np.ndarray:
+    """One 32x32 RGB image as uint8 (32, 32, 3); names the file when it is unreadable or the wrong size."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            array = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise DataError(f"{path}: not a readable image ({err}); delete or replace it") from err
+    if array.shape != IMAGE_SHAPE:
+        raise DataError(f"{path}: image is {array.shape[1]}x{array.shape[0]}, CIFAR-10 images are 32x32")
+    return array
+
+
+def read_image_folder(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    files = list_image_folder(root / split)
+    images = np.stack([read_image(path) for path, _ in files])
+    return images, np.array([label for _, label in files], dtype=np.int64)
+
+
+def sha256(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def cache_file(cache_dir: Path, root: Path, split: str) -> Path:
+    """One cache file per (source folder, split): the resolved source path is part of the name."""
+    source_key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]
+    return cache_dir / f"cifar10-{split}-{source_key}.npz"
+
+
+def load_cached(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached arrays, or None when the cache is missing, unreadable or fails its checksum."""
+    try:
+        with np.load(path) as cache:
+            images, labels, checksum = cache["images"], cache["labels"], str(cache["sha256"])
+    except (OSError, KeyError, ValueError):
+        return None
+    return (images, labels) if sha256(images, labels) == checksum else None
+
+
+def save_cache(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    """Write atomically (temp file + rename), so a killed run never leaves half a cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
+    np.savez(tmp, images=images, labels=labels, sha256=np.array(sha256(images, labels)))
+    tmp.replace(path)
+
+
+def load_split(root: str | Path, split: str, cache_dir: str | Path | None, download: bool = False):
+    """Decoded (images uint8 (N, 32, 32, 3), labels int64 (N,)) of 'train' or 'test', through the cache."""
+    root = Path(root)
+    if not (root / ARCHIVE_DIR).is_dir() and not (root / "train").is_dir() and download:
+        download_archive(root)
+    layout = find_layout(root)
+    path = cache_file(Path(cache_dir), root, split) if cache_dir is not None else None
+    cached = load_cached(path) if path is not None and path.exists() else None
+    if cached is not None:
+        return cached
+    images, labels = read_archive(root, split) if layout == "archive" else read_image_folder(root, split)
+    if path is not None:
+        save_cache(path, images, labels)
+    return images, labels
+
+
+def split_train_val(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a random train/val split of the training set, fixed by ``seed``."""
+    if not 0 <= val_size < len(labels):
+        raise ConfigError(f"data.val_size must be in [0, {len(labels)}), got {val_size}")
+    order = np.random.default_rng(seed).permutation(len(labels))
+    return np.sort(order[val_size:]), np.sort(order[:val_size])
+
+
+def balanced_subset(indices: np.ndarray, labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """``size`` indices drawn from ``indices``, as equal a number per class as possible."""
+    rng = np.random.default_rng(seed)
+    per_class = [rng.permutation(indices[labels[indices] == c]) for c in range(len(CLASSES))]
+    take = [size // len(CLASSES) + (c < size % len(CLASSES)) for c in range(len(CLASSES))]
+    return np.sort(np.concatenate([members[:n] for members, n in zip(per_class, take, strict=True)]))
+
+
+class CIFAR10DataModule(L.LightningDataModule):
+    """CIFAR-10 train / val (carved from train) / test (the official 10,000), served by resident batches.
+
+    ``eval_splits`` names what validation evaluates each epoch: ``val`` (unless ``val_size=0``) and, with
+    ``test_every_epoch``, ``test``. The module logs each under its own name.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        cache_dir: str | None = "data/cache",
+        batch_size: int = 128,
+        eval_batch_size: int = 500,
+        val_size: int = 5000,
+        split_seed: int = 0,
+        subset: int | None = None,
+        augment: dict | Augment | None = None,
+        test_every_epoch: bool = False,
+        loader: str = "resident",
+        num_workers: int = 0,
+        channels_last: bool = True,
+        download: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size <= 0 or eval_batch_size <= 0:
+            raise ConfigError(f"data.batch_size must be > 0, got {batch_size} (eval_batch_size {eval_batch_size})")
+        if loader not in ("resident", "torch"):
+            raise ConfigError(f"data.loader must be 'resident' or 'torch', got {loader!r}")
+        if subset is not None and subset <= 0:
+            raise ConfigError(f"data.subset must be a positive number of images or null, got {subset}")
+        self.root = Path(root or default_root())
+        self.cache_dir = cache_dir
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.val_size, self.split_seed, self.subset = val_size, split_seed, subset
+        self.augment = augment if isinstance(augment, Augment) else Augment(**(augment or {}))
+        self.test_every_epoch, self.loader, self.num_workers = test_every_epoch, loader, num_workers
+        self.channels_last, self.download, self.seed = channels_last, download, seed
+        self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def eval_splits(self) -> list[str]:
+        return (["val"] if self.val_size else []) + (["test"] if self.test_every_epoch or not self.val_size else [])
+
+    def prepare_data(self) -> None:
+        """Decode and cache both splits once (rank 0 only under DDP)."""
+        for split in ("train", "test"):
+            load_split(self.root, split, self.cache_dir, self.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        train_images, train_labels = load_split(self.root, "train", self.cache_dir, self.download)
+        self.mean = torch.tensor(train_images.mean(axis=(0, 1, 2)) / 255, dtype=torch.float32)
+        self.std = torch.tensor(train_images.std(axis=(0, 1, 2)) / 255, dtype=torch.float32)
+        train_index, val_index = split_train_val(train_labels, self.val_size, self.split_seed)
+        if self.subset is not None:
+            train_index = balanced_subset(train_index, train_labels, min(self.subset, len(train_index)), 0)
+        self.splits["train"] = (train_images[train_index], train_labels[train_index])
+        self.splits["val"] = (train_images[val_index], train_labels[val_index])
+        self.splits["test"] = load_split(self.root, "test", self.cache_dir, self.download)
+
+    def _loader(self, split: str, train: bool) -> Iterable:
+        images, labels = self.splits[split]
+        augment = self.augment if train else Augment()
+        batch_size = self.batch_size if train else self.eval_batch_size
+        if self.loader == "torch":
+            dataset = PerImageDataset(images, labels, self.mean.tolist(), self.std.tolist(), augment)
+            return DataLoader(dataset, batch_size, shuffle=train, num_workers=self.num_workers)
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        return ResidentLoader(
+            torch.from_numpy(images).to(device),
+            torch.from_numpy(labels),
+            self.mean,
+            self.std,
+            batch_size,
+            augment,
+            shuffle=train,
+            seed=self.seed,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+            channels_last=self.channels_last,
+        )
+
+    def train_dataloader(self) -> Iterable:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> list[Iterable]:
+        return [self._loader(split, train=False) for split in self.eval_splits]
+
+    def test_dataloader(self) -> Iterable:
+        return self._loader("test", train=False)

@@ -1,0 +1,152 @@
+"""Resident batches: the whole split lives in memory as one uint8 tensor, and every step slices, augments and
+normalises a whole batch at once (no per-image Python, no worker processes).
+
+This is the data path of training. The per-image torchvision path (``PerImageDataset`` + ``DataLoader``) is kept
+for comparison: ``cifar_lit.bench`` uses it as the reference, and a test checks that both give the same
+augmentation distribution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, DistributedSampler
+from torchvision import transforms
+
+from cifar_lit.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Batch augmentation recipe. All zeros/False = no augmentation (the seed's reference runs)."""
+
+    crop_padding: int = 0  # random crop of the original size after zero-padding each side by this many pixels
+    flip: bool = False  # horizontal flip with probability 1/2
+    cutout: int = 0  # side of a square set to the mean colour (0 after normalisation), DeVries & Taylor 2017
+
+    def __post_init__(self) -> None:
+        if self.crop_padding < 0 or self.cutout < 0:
+            raise ConfigError(f"data.augment: crop_padding and cutout must be >= 0, got {self}")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.crop_padding or self.flip or self.cutout)
+
+
+def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero-pad a (B, H, W, C) uint8 batch by ``padding`` and cut a random H x W window from each image."""
+    batch, height, width, _ = images.shape
+    padded = torch.nn.functional.pad(images, (0, 0, padding, padding, padding, padding))
+    dy = torch.randint(0, 2 * padding + 1, (batch, 1), device=images.device, generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (batch, 1), device=images.device, generator=generator)
+    rows = (dy + torch.arange(height, device=images.device))[:, :, None]
+    cols = (dx + torch.arange(width, device=images.device))[:, None, :]
+    return padded[torch.arange(batch, device=images.device)[:, None, None], rows, cols]
+
+
+def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror each (B, H, W, C) image left-right with probability 1/2."""
+    flip = torch.rand(images.shape[0], device=images.device, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(2), images)
+
+
+def random_cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero a size x size square (clipped at the border) centred at a random pixel of each normalised image."""
+    batch, _, height, width = x.shape
+    cy = torch.randint(0, height, (batch, 1, 1), device=x.device, generator=generator)
+    cx = torch.randint(0, width, (batch, 1, 1), device=x.device, generator=generator)
+    rows = torch.arange(height, device=x.device)[None, :, None]
+    cols = torch.arange(width, device=x.device)[None, None, :]
+    inside = ((rows - cy + size // 2) >= 0) & ((rows - cy + size // 2) < size)
+    inside = inside & ((cols - cx + size // 2) >= 0) & ((cols - cx + size // 2) < size)
+    return x.masked_fill(inside[:, None], 0.0)
+
+
+def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """(B, H, W, C) uint8 -> (B, C, H, W) float, (x / 255 - mean) / std. NHWC storage gives channels_last free."""
+    x = images.permute(0, 3, 1, 2).float()
+    x = x.sub_(mean.view(1, -1, 1, 1) * 255).div_(std.view(1, -1, 1, 1) * 255)
+    return x if channels_last else x.contiguous()
+
+
+class ResidentLoader:
+    """Iterates (images, labels) batches of an in-memory split, on whatever device the tensors live on.
+
+    Shuffling and sharding are a ``DistributedSampler``'s, so under DDP each rank sees its own shard of every
+    epoch, and Lightning calls ``sampler.set_epoch`` at each epoch start. Augmentation draws from a generator
+    seeded by (seed, epoch, rank): an epoch is the same whether the run was resumed or not.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        batch_size: int,
+        augment: Augment = Augment(),
+        shuffle: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        channels_last: bool = True,
+    ) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be a (N, H, W, C) uint8 tensor, got {images.dtype} {tuple(images.shape)}")
+        self.images, self.labels = images, labels.to(images.device)
+        self.mean, self.std = mean.to(images.device), std.to(images.device)
+        self.batch_size, self.augment, self.seed = batch_size, augment, seed
+        self.channels_last = channels_last
+        self.sampler = DistributedSampler(
+            range(len(images)), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed
+        )
+        self.batch_sampler = None  # Lightning inspects .sampler/.batch_sampler as on a DataLoader
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        device = self.images.device
+        order = torch.tensor(list(self.sampler), dtype=torch.long, device=device)
+        generator = torch.Generator(device=device)
+        generator.manual_seed(hash((self.seed, self.sampler.epoch, self.sampler.rank)) & 0x7FFF_FFFF)
+        for start in range(0, len(order), self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield self.make_batch(self.images[index], generator), self.labels[index]
+
+    def make_batch(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Augment and normalise one (B, H, W, C) uint8 batch."""
+        if self.augment.crop_padding:
+            images = random_crop(images, self.augment.crop_padding, generator)
+        if self.augment.flip:
+            images = random_flip(images, generator)
+        x = normalize(images, self.mean, self.std, self.channels_last)
+        if self.augment.cutout:
+            x = random_cutout(x, self.augment.cutout, generator)
+        return x
+
+
+class PerImageDataset(Dataset):
+    """The classic per-image path: PIL image -> torchvision transforms, one image at a time (the reference)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, mean, std, augment: Augment = Augment()) -> None:
+        self.images, self.labels = images, labels
+        steps: list = []
+        if augment.crop_padding:
+            steps.append(transforms.RandomCrop(images.shape[1], padding=augment.crop_padding))
+        if augment.flip:
+            steps.append(transforms.RandomHorizontalFlip())
+        steps += [transforms.ToTensor(), transforms.Normalize(list(mean), list(std))]
+        if augment.cutout:
+            raise ValueError("PerImageDataset has no cutout; use the resident loader")
+        self.transform = transforms.Compose(steps)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])

@@ -1,0 +1,89 @@
+"""The block network: a backbone of Blocks (with optional 2x2 max-pools between them) and a classifier head."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import nn
+
+from cifar_lit.block import ACTIVATIONS, BLOCK_FORMS, Block
+from cifar_lit.errors import ConfigError
+
+
+def build_classifier(
+    in_features: int, num_classes: int, dropout: float = 0.0, hidden: Sequence[int] | None = None
+) -> nn.Sequential:
+    """Spatial average pool -> flatten -> dropout -> linear (softmax regression), or an MLP when ``hidden``."""
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"model.classifier.dropout must be in [0, 1), got {dropout}")
+    layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout)]
+    width = in_features
+    for size in hidden or ():
+        layers += [nn.Linear(width, size), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        width = size
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+class BlockNetwork(nn.Module):
+    """Backbone (Blocks, each optionally followed by a 2x2 max-pool) + classifier.
+
+    ``blocks`` is a list of mappings ``{in_channels, out_channels, pool}``; consecutive blocks must agree on
+    channels. ``form`` picks how each block computes its weighted convolutions (see ``cifar_lit.block``); it
+    changes speed, never the result or the parameter names.
+    """
+
+    def __init__(
+        self,
+        blocks: Sequence[Mapping[str, Any]],
+        num_branches: int = 3,
+        activation: str = "sigmoid",
+        classifier: Mapping[str, Any] | None = None,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        form: str = "concat",
+    ) -> None:
+        super().__init__()
+        check_blocks(blocks, in_channels)
+        if not isinstance(num_branches, int) or num_branches < 1:
+            raise ConfigError(f"model.num_branches (K) must be an integer >= 1, got {num_branches!r}")
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"model.activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if form not in BLOCK_FORMS:
+            raise ConfigError(f"model.form must be one of {list(BLOCK_FORMS)}, got {form!r}")
+        layers: list[nn.Module] = []
+        for spec in blocks:
+            layers.append(Block(spec["in_channels"], spec["out_channels"], num_branches, activation, form))
+            if spec.get("pool", False):
+                layers.append(nn.MaxPool2d(2))
+        self.backbone = nn.Sequential(*layers)
+        self.classifier = build_classifier(blocks[-1]["out_channels"], num_classes, **(classifier or {}))
+
+    def forward(self, x):
+        return self.classifier(self.backbone(x))
+
+    def set_form(self, form: str) -> None:
+        """Switch every block to another (numerically equivalent) form."""
+        for block in self.blocks():
+            block.form = form
+
+    def blocks(self) -> list[Block]:
+        return [m for m in self.backbone if isinstance(m, Block)]
+
+
+def check_blocks(blocks: Sequence[Mapping[str, Any]], in_channels: int) -> None:
+    """Each block's in_channels must equal the previous block's out_channels (the first: the image's)."""
+    if not blocks:
+        raise ConfigError("model.blocks is empty: the backbone needs at least one block")
+    expected = in_channels
+    for i, spec in enumerate(blocks):
+        for key in ("in_channels", "out_channels"):
+            if not isinstance(spec.get(key), int) or spec[key] <= 0:
+                raise ConfigError(f"model.blocks[{i}].{key} must be a positive integer, got {spec.get(key)!r}")
+        if spec["in_channels"] != expected:
+            raise ConfigError(
+                f"model.blocks[{i}].in_channels is {spec['in_channels']} but the "
+                f"{'image has' if i == 0 else 'previous block outputs'} {expected} channels"
+            )
+        expected = spec["out_channels"]
