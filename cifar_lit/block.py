@@ -138,4 +138,3 @@ def mix_concat(x: torch.Tensor, a: torch.Tensor, weight: torch.Tensor, bias: tor
 
 
 _MIXERS = {"literal": mix_literal, "stacked": mix_stacked, "aggregate": mix_aggregate, "concat": mix_concat}
-

@@ -9,16 +9,18 @@ from typing import Any, TypeVar
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from cifar_lit.checkpoint import CheckpointError
 from cifar_lit.errors import ConfigError, DataError
 from cifar_lit.module import BlockClassifier
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-USER_ERRORS = (ConfigError, DataError, FileNotFoundError, FloatingPointError)
+USER_ERRORS = (ConfigError, DataError, CheckpointError, FloatingPointError)
 
 
 def plain(cfg: DictConfig | None) -> Any:
@@ -36,11 +38,23 @@ def build_module(cfg: DictConfig) -> BlockClassifier:
     )
 
 
+def instantiate(node: DictConfig, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, but a user error raised by the target comes out as itself, not wrapped."""
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, USER_ERRORS):
+            raise err.__cause__ from None
+        raise
+
+
 def instantiate_list(group: DictConfig | None) -> list[Any]:
     """Instantiate every entry of a group like ``callbacks`` or ``logger`` that has a ``_target_``."""
     if not group:
         return []
-    return [hydra.utils.instantiate(node) for node in group.values() if isinstance(node, Mapping) and "_target_" in node]
+    return [
+        hydra.utils.instantiate(node) for node in group.values() if isinstance(node, Mapping) and "_target_" in node
+    ]
 
 
 def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:

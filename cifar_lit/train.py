@@ -11,7 +11,7 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig
 
-from cifar_lit.cli import build_module, instantiate_list, print_metrics, run_cli
+from cifar_lit.cli import build_module, instantiate, instantiate_list, print_metrics, run_cli
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +21,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     module = build_module(cfg)
-    datamodule = hydra.utils.instantiate(cfg.data)
-    trainer: L.Trainer = hydra.utils.instantiate(
+    datamodule = instantiate(cfg.data)
+    trainer: L.Trainer = instantiate(
         cfg.trainer,
         callbacks=instantiate_list(cfg.get("callbacks")),
         logger=instantiate_list(cfg.get("logger")) or False,

@@ -1,0 +1,112 @@
+"""Reading, caching and splitting CIFAR-10; errors that name the bad file."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cifar_lit.data import CLASSES, CIFAR10DataModule, cache_file, load_split
+from cifar_lit.errors import DataError
+from tests.conftest import REAL_DATA
+
+
+def test_image_folder_reads_in_cifar_order(synthetic_root, tmp_path):
+    images, labels = load_split(synthetic_root, "train", tmp_path / "cache")
+    assert images.shape == (400, 32, 32, 3) and images.dtype == np.uint8
+    assert labels.tolist() == [c for c in range(10) for _ in range(40)]
+    first = np.asarray(Image.open(synthetic_root / "train" / "airplane" / "airplane_0000.png"))
+    np.testing.assert_array_equal(images[0], first)
+
+
+def test_cache_is_reused_and_rebuilt_when_corrupt(synthetic_root, tmp_path):
+    cache = tmp_path / "cache"
+    first = load_split(synthetic_root, "test", cache)
+    path = cache_file(cache, synthetic_root, "test")
+    assert path.exists()
+    with np.load(path) as stored:  # tamper with the images but keep the stored checksum
+        images, labels, checksum = stored["images"].copy(), stored["labels"], stored["sha256"]
+    images[0, 0, 0, 0] ^= 0xFF
+    np.savez(path, images=images, labels=labels, sha256=checksum)
+    again = load_split(synthetic_root, "test", cache)
+    np.testing.assert_array_equal(again[0], first[0])  # rebuilt from the source, not the tampered cache
+
+
+def test_datamodule_splits_and_normalises(synthetic_root, tmp_path):
+    dm = CIFAR10DataModule(root=str(synthetic_root), cache_dir=str(tmp_path), batch_size=16, val_size=100)
+    dm.setup("fit")
+    assert len(dm.splits["train"][1]) == 300 and len(dm.splits["val"][1]) == 100
+    assert len(dm.splits["test"][1]) == 100
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
+    everything = torch.cat([b[0] for b in dm._loader("train", train=False)])
+    assert everything.mean().abs() < 0.15  # normalised with the training mean/std (val excluded, hence not 0)
+    assert dm.eval_splits == ["val"]
+
+
+def test_balanced_subset(synthetic_root, tmp_path):
+    dm = CIFAR10DataModule(root=str(synthetic_root), cache_dir=str(tmp_path), val_size=0, subset=50)
+    dm.setup("fit")
+    assert np.bincount(dm.splits["train"][1]).tolist() == [5] * 10
+    assert dm.eval_splits == ["test"]  # no validation split: the test set is evaluated each epoch instead
+
+
+def test_missing_data_says_how_to_provide_it(tmp_path):
+    with pytest.raises(DataError, match=r"(?s)no CIFAR-10 found.*official python archive.*data.root"):
+        load_split(tmp_path / "nowhere", "train", tmp_path / "cache")
+
+
+def broken_copy(synthetic_root, tmp_path):
+    root = tmp_path / "broken"
+    shutil.copytree(synthetic_root, root)
+    return root
+
+
+def test_missing_class_folder_is_named(synthetic_root, tmp_path):
+    root = broken_copy(synthetic_root, tmp_path)
+    shutil.rmtree(root / "train" / "frog")
+    with pytest.raises(DataError, match="frog"):
+        load_split(root, "train", None)
+
+
+def test_empty_class_folder_is_named(synthetic_root, tmp_path):
+    root = broken_copy(synthetic_root, tmp_path)
+    for f in (root / "test" / "ship").iterdir():
+        f.unlink()
+    with pytest.raises(DataError, match="ship.*empty"):
+        load_split(root, "test", None)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "text", "64x64"])
+def test_bad_image_file_is_named(synthetic_root, tmp_path, kind):
+    root = broken_copy(synthetic_root, tmp_path)
+    bad = root / "test" / "cat" / "cat_0003.png"
+    if kind == "truncated":
+        bad.write_bytes(bad.read_bytes()[:40])
+    elif kind == "text":
+        bad.write_text("not an image")
+    else:
+        Image.new("RGB", (64, 64)).save(bad)
+    with pytest.raises(DataError, match="cat_0003.png"):
+        load_split(root, "test", None)
+
+
+@pytest.mark.skipif(not (REAL_DATA / "train").is_dir(), reason="real CIFAR-10 image folder not present")
+def test_real_cifar10_matches_published_checksums(tmp_path_factory):
+    """The full real set decodes to the arrays whose SHA-256 the data README publishes (cache outside the source)."""
+    cache = tmp_path_factory.getbasetemp() / "real_cache"
+    test_images, test_labels = load_split(REAL_DATA, "test", cache)
+    assert test_images.shape == (10000, 32, 32, 3)
+    assert hashlib.sha256(test_images.tobytes()).hexdigest().startswith("52a9dc125982c044")
+    assert hashlib.sha256(test_labels.tobytes()).hexdigest().startswith("c5575395e636cadc")
+    assert np.bincount(test_labels).tolist() == [1000] * 10
+    dm = CIFAR10DataModule(root=str(REAL_DATA), cache_dir=str(cache), subset=1000, val_size=5000)
+    dm.setup("fit")
+    np.testing.assert_allclose(dm.mean.numpy(), [0.4914, 0.4822, 0.4465], atol=1e-3)
+    np.testing.assert_allclose(dm.std.numpy(), [0.2470, 0.2435, 0.2616], atol=1e-3)
+    assert np.bincount(dm.splits["train"][1]).tolist() == [100] * 10
+    assert len(CLASSES) == 10

@@ -1,0 +1,233 @@
+"""cifar_lit.report: tables, curves and sweep summaries from the TensorBoard events of real tiny runs."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from cifar_lit.report import FINAL_TEST_LABEL, main, per_epoch_table, read_scalars
+from tests.conftest import ROOT, write_image_folder
+
+# one thread: the machine has 2 cores and may be training something else
+ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+MAX_EPOCHS = 3
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    """``python -m <args>`` from the repository root, output captured."""
+    cmd = [sys.executable, "-m", *args]
+    return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def data_overrides(tmp_path_factory) -> list[str]:
+    """A tiny image folder (30 train, 10 test images per class) and the overrides that train on it quickly."""
+    root = write_image_folder(tmp_path_factory.mktemp("report_data"), {"train": 30, "test": 10})
+    return [
+        "experiment=smoke",
+        "model=two_blocks",
+        f"data.root={root}",
+        f"data.cache_dir={tmp_path_factory.mktemp('report_cache')}",
+        "data.subset=null",
+        "data.val_size=50",
+        "data.batch_size=32",
+        "data.eval_batch_size=100",
+        "trainer.accelerator=cpu",
+        "callbacks.progress_bar=null",
+    ]
+
+
+@pytest.fixture(scope="module")
+def run_dir(data_overrides, tmp_path_factory) -> Path:
+    """A real run that evaluates the test set every epoch and tests its best checkpoint at the end."""
+    run_dir = tmp_path_factory.mktemp("report_run")
+    result = run(
+        "cifar_lit.train",
+        *data_overrides,
+        f"trainer.max_epochs={MAX_EPOCHS}",
+        "data.test_every_epoch=true",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def logged_scalars(run_dir: Path) -> dict[str, list]:
+    """Every scalar event of the run, read back independently of the report."""
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
+
+
+def logged_per_epoch(scalars: dict[str, list], tag: str) -> dict[int, float]:
+    """1-based epoch -> value of ``tag`` over the training epochs: the first event at each epoch's step."""
+    epoch_at: dict[int, int] = {}
+    for event in scalars["epoch"]:
+        epoch_at.setdefault(event.step, int(event.value))
+    train_steps = {event.step for event in scalars["train/loss"]}
+    values: dict[int, float] = {}
+    for event in scalars[tag]:
+        if event.step in train_steps and epoch_at[event.step] + 1 not in values:
+            values[epoch_at[event.step] + 1] = event.value
+    return values
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.mark.slow
+def test_table_holds_the_logged_values_at_each_extreme_epoch(run_dir, tmp_path):
+    main([str(run_dir), "--out", str(tmp_path)])
+    scalars = logged_scalars(run_dir)
+    columns = {
+        "train loss": "train/loss",
+        "train acc": "train/acc",
+        "test loss": "test/loss",
+        "test acc": "test/acc",
+        "val loss": "val/loss",
+        "val acc": "val/acc",
+    }
+    per_epoch = {name: logged_per_epoch(scalars, tag) for name, tag in columns.items()}
+    assert all(len(values) == MAX_EPOCHS for values in per_epoch.values())
+    rows = {row[""]: row for row in read_csv(tmp_path / "table.csv")}
+    extremes = {
+        "min training loss": ("train loss", min),
+        "max training accuracy": ("train acc", max),
+        "min test loss": ("test loss", min),
+        "max test accuracy": ("test acc", max),
+        "min val loss": ("val loss", min),
+        "max val accuracy": ("val acc", max),
+    }
+    assert set(rows) == {*extremes, FINAL_TEST_LABEL}
+    for label, (name, extreme) in extremes.items():
+        row = rows[label]
+        epoch = int(row["epoch"])
+        assert float(row[name]) == extreme(per_epoch[name].values()), label
+        for column in columns:  # every metric of that epoch, exactly as logged
+            assert float(row[column]) == per_epoch[column][epoch], (label, column)
+    # the final test of the best checkpoint is the last test event, reported apart from the per-epoch ones
+    final = rows[FINAL_TEST_LABEL]
+    assert len(scalars["test/acc"]) == MAX_EPOCHS + 1
+    assert float(final["test acc"]) == scalars["test/acc"][-1].value
+    assert float(final["test loss"]) == scalars["test/loss"][-1].value
+    assert final["epoch"] == final["train loss"] == ""
+    md = (tmp_path / "table.md").read_text()
+    assert run_dir.name in md and "2 blocks" in md and "RMSprop lr=0.001" in md
+    assert "| max test accuracy |" in md and f"| {FINAL_TEST_LABEL} |" in md
+
+
+@pytest.mark.slow
+def test_curves_are_png_images(run_dir, tmp_path):
+    main([str(run_dir), "--out", str(tmp_path)])
+    for name in ("loss.png", "accuracy.png"):
+        with Image.open(tmp_path / name) as image:
+            assert image.format == "PNG"
+            assert image.width > 0 and image.height > 0
+
+
+@pytest.mark.slow
+def test_report_defaults_to_the_run_dir(run_dir):
+    main([str(run_dir)])
+    for name in ("table.md", "table.csv", "loss.png", "accuracy.png"):
+        assert (run_dir / name).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_multirun_summary_sorted_by_best_val_accuracy(data_overrides, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = run(
+        "cifar_lit.train",
+        "-m",
+        *data_overrides,
+        "optimizer.lr=0.01,0.001",
+        "trainer.max_epochs=2",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    main([str(sweep_dir)])
+    rows = read_csv(sweep_dir / "summary.csv")
+    assert len(rows) == 2
+    best = [float(row["best val acc"]) for row in rows]
+    assert best == sorted(best, reverse=True)
+    assert sorted(row["overrides"] for row in rows) == ["optimizer.lr=0.001", "optimizer.lr=0.01"]
+    for row in rows:
+        scalars = logged_scalars(sweep_dir / row["job"])
+        assert float(row["best val acc"]) == max(e.value for e in scalars["val/acc_best"])
+        assert float(row["test acc"]) == scalars["test/acc"][-1].value
+        assert int(row["epochs"]) == 2
+        assert float(row["wall time (s)"]) > 0
+    assert (sweep_dir / "summary.md").read_text().count("optimizer.lr=") == 2
+    with Image.open(sweep_dir / "val_acc.png") as image:
+        assert image.format == "PNG" and image.width > 0
+
+
+def write_events(log_dir: Path, events: list[tuple[str, int, float]]) -> None:
+    """Scalar events (tag, step, value), written in order with TensorBoard's own writer."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(log_dir))
+    for tag, step, value in events:
+        writer.add_scalar(tag, value, step)
+    writer.close()
+
+
+def epoch_events(step: int, epoch: int, metrics: dict[str, float]) -> list[tuple[str, int, float]]:
+    return [*((tag, step, value) for tag, value in metrics.items()), ("epoch", step, epoch)]
+
+
+def test_final_test_logged_at_the_last_epochs_step_is_kept_apart(tmp_path):
+    # per-epoch test, then a final test at the same step as the last epoch (and stamped with that epoch)
+    events = []
+    for epoch, (acc, loss) in enumerate([(0.5, 1.5), (0.7, 1.0)]):
+        step = 10 * epoch + 9
+        events += epoch_events(step, epoch, {"test/loss": loss, "test/acc": acc, "test/acc_best": acc})
+        events += epoch_events(step, epoch, {"train/loss": loss + 0.1, "train/acc": acc - 0.1})
+    events += epoch_events(19, 1, {"test/loss": 0.9, "test/acc": 0.75})
+    write_events(tmp_path / "tensorboard", events)
+    table = per_epoch_table(read_scalars(tmp_path))
+    assert table.epochs == [0, 1]
+    assert table.values["test/acc"] == pytest.approx({0: 0.5, 1: 0.7})
+    assert table.final_test == pytest.approx({"test/loss": 0.9, "test/acc": 0.75})
+
+
+def test_test_evaluated_only_at_the_end_is_the_final_test(tmp_path):
+    events = []
+    for epoch, (acc, loss) in enumerate([(0.5, 1.5), (0.7, 1.0)]):
+        step = 10 * epoch + 9
+        events += epoch_events(step, epoch, {"val/loss": loss, "val/acc": acc, "val/acc_best": acc})
+        events += epoch_events(step, epoch, {"train/loss": loss + 0.1, "train/acc": acc - 0.1})
+    events += epoch_events(19, 1, {"test/loss": 0.9, "test/acc": 0.75})
+    write_events(tmp_path / "tensorboard", events)
+    main([str(tmp_path)])
+    rows = {row[""]: row for row in read_csv(tmp_path / "table.csv")}
+    assert set(rows) == {
+        "min training loss",
+        "max training accuracy",
+        "min val loss",
+        "max val accuracy",
+        FINAL_TEST_LABEL,
+    }
+    assert float(rows["max val accuracy"]["val acc"]) == pytest.approx(0.7)
+    assert rows["max val accuracy"]["epoch"] == "2"
+    assert rows["max val accuracy"]["test acc"] == ""
+    assert float(rows[FINAL_TEST_LABEL]["test acc"]) == pytest.approx(0.75)
+    md = (tmp_path / "table.md").read_text()
+    assert "test acc |" not in md and f"**{FINAL_TEST_LABEL}**: test loss 0.9000, test acc 0.7500" in md
+
+
+def test_run_dir_without_events_is_a_clear_error(tmp_path):
+    run_dir = tmp_path / "no_events_run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    result = run("cifar_lit.report", str(run_dir))
+    assert result.returncode == 1
+    assert str(run_dir) in result.stderr and "no TensorBoard event files" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,139 @@
+"""The real entry points, end to end, on a small synthetic image folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from cifar_lit.cli import build_module
+from cifar_lit.train import train
+from tests.conftest import ROOT, compose_train, synthetic_overrides
+
+ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+
+
+def run(module: str, *overrides: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", module, *overrides]
+    return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+
+
+def scalars(run_dir: Path) -> dict[str, list[float]]:
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(synthetic_root, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("smoke_run")
+    cache = tmp_path_factory.mktemp("cache")
+    result = run(
+        "cifar_lit.train",
+        "experiment=smoke",
+        "trainer.max_epochs=2",
+        f"hydra.run.dir={run_dir}",
+        *synthetic_overrides(synthetic_root, cache),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_events_checkpoints_and_config(smoke_run):
+    logged = scalars(smoke_run)
+    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/loss", "test/acc"):
+        assert tag in logged, tag
+    assert len(logged["val/acc"]) == 2  # one value per epoch
+    assert logged["val/acc_best"][-1] == max(logged["val/acc"])
+    assert (smoke_run / "checkpoints" / "last.ckpt").is_file()
+    assert any(p.name.startswith("epoch_") for p in (smoke_run / "checkpoints").iterdir())
+    assert (smoke_run / ".hydra" / "config.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_eval_reloads_the_checkpoint(smoke_run, synthetic_root, tmp_path):
+    best = next(p for p in (smoke_run / "checkpoints").iterdir() if p.name.startswith("epoch_"))
+    result = run(
+        "cifar_lit.eval",
+        f"ckpt_path={best}",
+        f"hydra.run.dir={tmp_path}",
+        *synthetic_overrides(synthetic_root, tmp_path / "cache"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test/acc_airplane" in result.stdout and "test/acc" in result.stdout
+    final_test = scalars(smoke_run)["test/acc"][-1]
+    assert f"{final_test:.4f}" in result.stdout  # same checkpoint, same test set, same accuracy
+
+
+@pytest.mark.slow
+def test_bad_values_fail_cleanly_before_training(tmp_path):
+    result = run("cifar_lit.train", "optimizer.lr=-1", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 1
+    assert "optimizer.lr" in result.stderr and "Traceback" not in result.stderr
+    result = run("cifar_lit.train", f"data.root={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 1 and "no CIFAR-10 found" in result.stderr and "Traceback" not in result.stderr
+    result = run("cifar_lit.eval", f"ckpt_path={tmp_path / 'missing.ckpt'}", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 1 and "does not exist" in result.stderr
+
+
+@pytest.mark.slow
+def test_two_job_multirun(synthetic_root, tmp_path):
+    result = run(
+        "cifar_lit.train",
+        "-m",
+        "experiment=smoke",
+        "optimizer.lr=0.01,0.001",
+        "test=false",
+        f"hydra.sweep.dir={tmp_path}",
+        *synthetic_overrides(synthetic_root, tmp_path / "cache"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job in ("0", "1"):
+        assert (tmp_path / job / "checkpoints" / "last.ckpt").is_file()
+        assert "val/acc" in scalars(tmp_path / job)
+
+
+def test_overfits_one_small_batch(synthetic_root, tmp_path):
+    """A sound model and optimiser drive the loss on a few fixed batches towards zero."""
+    tiny = "[{in_channels:3,out_channels:16,pool:true},{in_channels:16,out_channels:16,pool:true}]"
+    overrides = [
+        "debug=overfit",
+        "trainer.overfit_batches=1",
+        "trainer.max_epochs=150",
+        "test=false",
+        "~logger",
+        "~callbacks",
+        "+trainer.enable_checkpointing=false",
+        f"model.blocks={tiny}",
+        "optimizer.lr=0.01",
+        "model.classifier.dropout=0",
+        *synthetic_overrides(synthetic_root, tmp_path / "c"),
+    ]
+    cfg = compose_train(overrides, output_dir=tmp_path)
+    metrics = train(cfg)
+    assert metrics["train/loss"] < 0.1 and metrics["train/acc"] == 1.0
+
+
+def test_checkpoint_rebuilds_model_without_config(tmp_path):
+    module = build_module(compose_train(["model=two_blocks"]))
+    path = tmp_path / "m.ckpt"
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "pytorch-lightning_version": "2.6.0",
+        },
+        path,
+    )
+    from cifar_lit.checkpoint import load_module
+
+    again = load_module(path)
+    x = torch.randn(2, 3, 32, 32)
+    module.eval(), again.eval()
+    torch.testing.assert_close(again(x), module(x))
