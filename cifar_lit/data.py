@@ -169,6 +169,20 @@ def balanced_subset(indices: np.ndarray, labels: np.ndarray, size: int, seed: in
     return np.sort(np.concatenate([members[:n] for members, n in zip(per_class, take, strict=True)]))
 
 
+def channel_stats(images: np.ndarray, chunk: int = 5000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (0-1 scale) of (N, H, W, C) uint8 images, in chunks to keep memory flat."""
+    total = torch.zeros(images.shape[-1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for start in range(0, len(images), chunk):
+        pixels = torch.from_numpy(images[start : start + chunk]).reshape(-1, images.shape[-1]).double()
+        total += pixels.sum(0)
+        squares += pixels.square().sum(0)
+    count = images.size // images.shape[-1]
+    mean = total / count
+    std = (squares / count - mean.square()).sqrt()
+    return (mean / 255).float(), (std / 255).float()
+
+
 class CIFAR10DataModule(L.LightningDataModule):
     """CIFAR-10 train / val (carved from train) / test (the official 10,000), served by resident batches.
 
@@ -222,8 +236,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         if self.splits:
             return
         train_images, train_labels = load_split(self.root, "train", self.cache_dir, self.download)
-        self.mean = torch.tensor(train_images.mean(axis=(0, 1, 2)) / 255, dtype=torch.float32)
-        self.std = torch.tensor(train_images.std(axis=(0, 1, 2)) / 255, dtype=torch.float32)
+        self.mean, self.std = channel_stats(train_images)
         train_index, val_index = split_train_val(train_labels, self.val_size, self.split_seed)
         if self.subset is not None:
             train_index = balanced_subset(train_index, train_labels, min(self.subset, len(train_index)), 0)

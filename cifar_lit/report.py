@@ -148,12 +148,7 @@ def per_epoch_table(run: RunEvents) -> EpochTable:
     scalars = run.scalars
     epoch_of = step_epochs(scalars)
     epochs = sorted(
-        {
-            epoch_of[e.step]
-            for tag in ("train/loss", "val/loss")
-            for e in scalars.get(tag, [])
-            if e.step in epoch_of
-        }
+        {epoch_of[e.step] for tag in ("train/loss", "val/loss") for e in scalars.get(tag, []) if e.step in epoch_of}
     )
     if not epochs:
         raise ReportError("no epoch-level train or val metrics were logged (did the run finish an epoch?)")
@@ -200,13 +195,10 @@ def table_records(table: EpochTable) -> tuple[list[str], list[list[Any]]]:
     When test was not evaluated every epoch, its columns are added for the final test row alone.
     """
     columns = table.columns()
-    columns += [
-        (tag, name) for tag, name in COLUMNS if tag in table.final_test and (tag, name) not in columns
-    ]
+    columns += [(tag, name) for tag, name in COLUMNS if tag in table.final_test and (tag, name) not in columns]
     header = ["", "epoch", *(name for _, name in columns)]
     records: list[list[Any]] = [
-        [row.label, row.epoch + 1, *(row.values.get(tag) for tag, _ in columns)]
-        for row in extreme_rows(table)
+        [row.label, row.epoch + 1, *(row.values.get(tag) for tag, _ in columns)] for row in extreme_rows(table)
     ]
     if table.final_test:
         records.append([FINAL_TEST_LABEL, None, *(table.final_test.get(tag) for tag, _ in columns)])
@@ -238,8 +230,7 @@ def write_csv(path: Path, header: Sequence[str], records: Iterable[Sequence[Any]
         writer = csv.writer(file)
         writer.writerow(header)
         writer.writerows(
-            ["" if cell is None else repr(cell) if isinstance(cell, float) else cell for cell in rec]
-            for rec in records
+            ["" if cell is None else repr(cell) if isinstance(cell, float) else cell for cell in rec] for rec in records
         )
 
 
@@ -287,9 +278,7 @@ def run_title(run_dir: Path) -> str:
         parts.append(f"{len(model['blocks'])} blocks")
     if optimizer.get("_target_"):
         lr = optimizer.get("lr")
-        parts.append(
-            str(optimizer["_target_"]).rsplit(".", 1)[-1] + (f" lr={lr:g}" if _is_number(lr) else "")
-        )
+        parts.append(str(optimizer["_target_"]).rsplit(".", 1)[-1] + (f" lr={lr:g}" if _is_number(lr) else ""))
     if data.get("batch_size") is not None:
         parts.append(f"batch {data['batch_size']}")
     if trainer.get("max_epochs") is not None:
@@ -510,9 +499,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         prog="python -m cifar_lit.report",
         description="Reference table and curves of training runs, from their TensorBoard events.",
     )
-    parser.add_argument(
-        "run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="a run dir or a multirun dir"
-    )
+    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="a run dir or a multirun dir")
     parser.add_argument(
         "--out",
         type=Path,

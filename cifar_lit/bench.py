@@ -1,0 +1,166 @@
+"""python -m cifar_lit.bench [options] [hydra overrides]: training throughput, reference path vs project path.
+
+* reference: the seed's way. Literal block (K separate convolutions), fp32, NCHW, a plain PyTorch loop fed by a
+  ``torch.utils.data.DataLoader`` over a per-image dataset (PIL -> ToTensor -> Normalize, same augmentation).
+* project: the default training path of ``cifar_lit.train`` (the Lightning Trainer with the composed config:
+  resident batches, the configured block form, precision and memory format).
+
+Each measurement runs in its own subprocess (so peak memory is that path's alone), alternating reference and
+project for ``--rounds`` pairs; a run times ``--steps`` optimizer steps after ``--warmup`` steps, data loading
+included. The median of each path is reported; the last line is ``speedup: X.XX`` (project / reference images/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch.utils.data import DataLoader
+
+from cifar_lit.cli import build_module, instantiate, plain
+from cifar_lit.loader import PerImageDataset
+from cifar_lit.network import BlockNetwork
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    from hydra import compose as hydra_compose
+    from hydra import initialize
+
+    with initialize(version_base="1.3", config_path="../conf"):
+        return hydra_compose(config_name="train", overrides=overrides)
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process (CPU) or peak allocated GPU memory, in MiB."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class StepTimer(Callback):
+    """Wall time from the start of step ``warmup`` to the end of the last step."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.start, self.end = warmup, 0.0, 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.end = time.perf_counter()
+
+
+def run_project(cfg: DictConfig, warmup: int, steps: int) -> float:
+    """Seconds for ``steps`` steps of the real training path (Lightning Trainer, configured data and model)."""
+    L.seed_everything(0)
+    timer = StepTimer(warmup)
+    with open_dict(cfg):
+        cfg.trainer.default_root_dir = "."
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        max_epochs=-1,
+        max_steps=warmup + steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
+    trainer.fit(build_module(cfg), datamodule=instantiate(cfg.data))
+    return timer.end - timer.start
+
+
+def run_reference(cfg: DictConfig, warmup: int, steps: int) -> float:
+    """Seconds for ``steps`` steps of the seed-style loop: literal block, fp32, NCHW, per-image DataLoader."""
+    torch.manual_seed(0)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    images, labels = datamodule.splits["train"]
+    dataset = PerImageDataset(images, labels, datamodule.mean.tolist(), datamodule.std.tolist(), datamodule.augment)
+    loader = DataLoader(dataset, cfg.data.batch_size, shuffle=True, num_workers=cfg.data.num_workers, drop_last=True)
+    net = BlockNetwork(**(plain(cfg.model) | {"form": "literal"}))
+    optimizer = instantiate(cfg.optimizer)(params=net.parameters())
+    criterion = torch.nn.CrossEntropyLoss()
+    step, start = 0, 0.0
+    while step < warmup + steps:
+        for x, y in loader:
+            if step == warmup:
+                start = time.perf_counter()
+            loss = criterion(net(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if step == warmup + steps:
+                break
+    return time.perf_counter() - start
+
+
+def worker(path: str, overrides: list[str], warmup: int, steps: int) -> dict[str, Any]:
+    cfg = compose(overrides)
+    seconds = (run_reference if path == "reference" else run_project)(cfg, warmup, steps)
+    return {
+        "path": path,
+        "images_per_s": steps * cfg.data.batch_size / seconds,
+        "peak_memory_mb": peak_memory_mb(),
+        "precision": "32" if path == "reference" else str(cfg.trainer.precision),
+    }
+
+
+def measure(path: str, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "cifar_lit.bench", "--worker", path, "--warmup", str(args.warmup)]
+    cmd += ["--steps", str(args.steps), *args.overrides]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"bench: the {path} run failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the train config, e.g. model=two_blocks")
+    parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps per run")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    parser.add_argument("--rounds", type=int, default=2, help="reference/project pairs, alternated")
+    parser.add_argument("--worker", choices=["reference", "project"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.overrides, args.warmup, args.steps)))
+        return
+    runs: dict[str, list[dict[str, Any]]] = {"reference": [], "project": []}
+    for round_index in range(args.rounds):
+        for path in runs:
+            runs[path].append(measure(path, args))
+            r = runs[path][-1]
+            print(
+                f"round {round_index + 1} {path:9s}: {r['images_per_s']:8.1f} images/s, "
+                f"peak memory {r['peak_memory_mb']:7.0f} MiB",
+                flush=True,
+            )
+    speed = {path: statistics.median(r["images_per_s"] for r in rs) for path, rs in runs.items()}
+    memory = {path: max(r["peak_memory_mb"] for r in rs) for path, rs in runs.items()}
+    cfg = compose(args.overrides)
+    print(
+        f"config: {' '.join(args.overrides) or '(defaults)'}; batch {cfg.data.batch_size}, "
+        f"{args.steps} timed steps after {args.warmup}, {args.rounds} rounds; {torch.get_num_threads()} threads"
+    )
+    for path in runs:
+        print(f"{path:9s} median {speed[path]:8.1f} images/s, peak memory {memory[path]:7.0f} MiB")
+    print(f"speedup: {speed['project'] / speed['reference']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
