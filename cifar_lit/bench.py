@@ -109,6 +109,35 @@ def run_reference(cfg: DictConfig, warmup: int, steps: int) -> float:
     return time.perf_counter() - start
 
 
+def time_forms(cfg: DictConfig, steps: int, warmup: int) -> None:
+    """Model-only training steps/s of every block form x precision x memory format (synthetic batch, no data)."""
+    from cifar_lit.block import BLOCK_FORMS
+
+    batch = cfg.data.batch_size
+    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    print(f"{'form':10s} {'precision':9s} {'layout':13s} images/s")
+    for form in BLOCK_FORMS:
+        for bf16 in (False, True):
+            for channels_last in (False, True):
+                torch.manual_seed(0)
+                net = BlockNetwork(**(plain(cfg.model) | {"form": form}))
+                memory_format = torch.channels_last if channels_last else torch.contiguous_format
+                net.to(memory_format=memory_format)
+                inputs = x.contiguous(memory_format=memory_format)
+                optimizer = instantiate(cfg.optimizer)(params=net.parameters())
+                for step in range(warmup + steps):
+                    if step == warmup:
+                        start = time.perf_counter()
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                        loss = torch.nn.functional.cross_entropy(net(inputs).float(), y)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                rate = steps * batch / (time.perf_counter() - start)
+                layout = "channels_last" if channels_last else "NCHW"
+                print(f"{form:10s} {'bf16' if bf16 else 'fp32':9s} {layout:13s} {rate:8.1f}", flush=True)
+
+
 def worker(path: str, overrides: list[str], warmup: int, steps: int) -> dict[str, Any]:
     cfg = compose(overrides)
     seconds = (run_reference if path == "reference" else run_project)(cfg, warmup, steps)
@@ -135,8 +164,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps per run")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--rounds", type=int, default=2, help="reference/project pairs, alternated")
+    parser.add_argument("--forms", action="store_true", help="time the block forms (model only, CPU) instead")
     parser.add_argument("--worker", choices=["reference", "project"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.forms:
+        time_forms(compose(args.overrides), args.steps, args.warmup)
+        return
     if args.worker:
         print(json.dumps(worker(args.worker, args.overrides, args.warmup, args.steps)))
         return

@@ -8,10 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cifar_lit.cli import build_module
 from cifar_lit.train import train
 from tests.conftest import ROOT, compose_train, synthetic_overrides
 
@@ -118,22 +116,3 @@ def test_overfits_one_small_batch(synthetic_root, tmp_path):
     cfg = compose_train(overrides, output_dir=tmp_path)
     metrics = train(cfg)
     assert metrics["train/loss"] < 0.1 and metrics["train/acc"] == 1.0
-
-
-def test_checkpoint_rebuilds_model_without_config(tmp_path):
-    module = build_module(compose_train(["model=two_blocks"]))
-    path = tmp_path / "m.ckpt"
-    torch.save(
-        {
-            "state_dict": module.state_dict(),
-            "hyper_parameters": dict(module.hparams),
-            "pytorch-lightning_version": "2.6.0",
-        },
-        path,
-    )
-    from cifar_lit.checkpoint import load_module
-
-    again = load_module(path)
-    x = torch.randn(2, 3, 32, 32)
-    module.eval(), again.eval()
-    torch.testing.assert_close(again(x), module(x))
