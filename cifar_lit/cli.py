@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
@@ -70,6 +71,7 @@ def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
         sys.exit(1)
 
 
+@rank_zero_only
 def print_metrics(metrics: Mapping[str, float]) -> None:
     table = Table(title="final metrics")
     table.add_column("metric")
