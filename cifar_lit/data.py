@@ -109,7 +109,7 @@ def read_image_folder(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 def sha256(*arrays: np.ndarray) -> str:
     digest = hashlib.sha256()
     for array in arrays:
-        digest.update(np.ascontiguousarray(array).tobytes())
+        digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
     return digest.hexdigest()
 
 
@@ -119,21 +119,34 @@ def cache_file(cache_dir: Path, root: Path, split: str) -> Path:
     return cache_dir / f"cifar10-{split}-{source_key}.npz"
 
 
-def load_cached(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """The cached arrays, or None when the cache is missing, unreadable or fails its checksum."""
+def source_fingerprint(root: Path, split: str, layout: str) -> str:
+    """Names, sizes and modification times of the source files: when any changes, the cache is stale."""
+    folder = root / ARCHIVE_DIR if layout == "archive" else root / split
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            stat = path.stat()
+            digest.update(f"{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def load_cached(path: Path, fingerprint: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached arrays; None when the cache is missing, unreadable, stale or fails its checksum."""
     try:
         with np.load(path) as cache:
-            images, labels, checksum = cache["images"], cache["labels"], str(cache["sha256"])
+            images, labels = cache["images"], cache["labels"]
+            checksum, source = str(cache["sha256"]), str(cache["source"])
     except (OSError, KeyError, ValueError):
         return None
-    return (images, labels) if sha256(images, labels) == checksum else None
+    return (images, labels) if source == fingerprint and sha256(images, labels) == checksum else None
 
 
-def save_cache(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+def save_cache(path: Path, images: np.ndarray, labels: np.ndarray, fingerprint: str) -> None:
     """Write atomically (temp file + rename), so a killed run never leaves half a cache."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-    np.savez(tmp, images=images, labels=labels, sha256=np.array(sha256(images, labels)))
+    checksum = np.array(sha256(images, labels))
+    np.savez(tmp, images=images, labels=labels, sha256=checksum, source=np.array(fingerprint))
     tmp.replace(path)
 
 
@@ -143,13 +156,15 @@ def load_split(root: str | Path, split: str, cache_dir: str | Path | None, downl
     if not (root / ARCHIVE_DIR).is_dir() and not (root / "train").is_dir() and download:
         download_archive(root)
     layout = find_layout(root)
-    path = cache_file(Path(cache_dir), root, split) if cache_dir is not None else None
-    cached = load_cached(path) if path is not None and path.exists() else None
+    if cache_dir is None:
+        return read_archive(root, split) if layout == "archive" else read_image_folder(root, split)
+    path = cache_file(Path(cache_dir), root, split)
+    fingerprint = source_fingerprint(root, split, layout)
+    cached = load_cached(path, fingerprint) if path.exists() else None
     if cached is not None:
         return cached
     images, labels = read_archive(root, split) if layout == "archive" else read_image_folder(root, split)
-    if path is not None:
-        save_cache(path, images, labels)
+    save_cache(path, images, labels, fingerprint)
     return images, labels
 
 

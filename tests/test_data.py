@@ -29,11 +29,21 @@ def test_cache_is_reused_and_rebuilt_when_corrupt(synthetic_root, tmp_path):
     path = cache_file(cache, synthetic_root, "test")
     assert path.exists()
     with np.load(path) as stored:  # tamper with the images but keep the stored checksum
-        images, labels, checksum = stored["images"].copy(), stored["labels"], stored["sha256"]
-    images[0, 0, 0, 0] ^= 0xFF
-    np.savez(path, images=images, labels=labels, sha256=checksum)
+        fields = {key: stored[key].copy() for key in stored.files}
+    fields["images"][0, 0, 0, 0] ^= 0xFF
+    np.savez(path, **fields)
     again = load_split(synthetic_root, "test", cache)
     np.testing.assert_array_equal(again[0], first[0])  # rebuilt from the source, not the tampered cache
+
+
+def test_cache_is_rebuilt_when_the_source_changes(synthetic_root, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(synthetic_root / "test", root / "test")
+    shutil.copytree(synthetic_root / "train", root / "train")
+    before, _ = load_split(root, "test", tmp_path / "cache")
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(root / "test" / "airplane" / "airplane_0000.png")
+    after, _ = load_split(root, "test", tmp_path / "cache")
+    assert not np.array_equal(before[0], after[0]) and after[0, 0, 0].tolist() == [1, 2, 3]
 
 
 def test_datamodule_splits_and_normalises(synthetic_root, tmp_path):
