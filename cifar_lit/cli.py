@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import hydra
@@ -18,6 +19,7 @@ from rich.table import Table
 from cifar_lit.checkpoint import CheckpointError
 from cifar_lit.errors import ConfigError, DataError
 from cifar_lit.module import BlockClassifier
+from cifar_lit.report import FAILURE_FILE
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,17 +60,31 @@ def instantiate_list(group: DictConfig | None) -> list[Any]:
     ]
 
 
-def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
-    """Run ``task``; a user error (bad config value, missing data, divergence) ends a single run with its message
-    and exit status 1, not a traceback. Inside a multirun it is raised so the sweep records the failed job."""
+def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
+    """Run ``task``. A user error (bad config value, missing data, divergence) ends a single run with its message
+    and exit status 1, not a traceback. Inside a multirun any error ends only its job: the error is written to
+    the job's ``FAILED.txt``, the sweep goes on, and its summary marks the job failed."""
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
     try:
         return task(cfg)
     except USER_ERRORS as err:
-        if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
-            raise
         log.error("%s: %s", type(err).__name__, err)
+        if multirun:
+            record_failure(err)
+            return None
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    except Exception as err:
+        if not multirun:
+            raise
+        log.exception("job failed")
+        record_failure(err)
+        return None
+
+
+def record_failure(err: BaseException) -> None:
+    path = Path(HydraConfig.get().runtime.output_dir) / FAILURE_FILE
+    path.write_text(f"{type(err).__name__}: {err}\n")
 
 
 @rank_zero_only

@@ -24,7 +24,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    print_metrics(run_cli(evaluate, cfg))
+    metrics = run_cli(evaluate, cfg)
+    if metrics is not None:
+        print_metrics(metrics)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ ROWS: tuple[tuple[str, str, Callable[[Iterable[float]], float]], ...] = (
     ("max val accuracy", "val/acc", max),
 )
 FINAL_TEST_LABEL = "final test (best checkpoint)"
+FAILURE_FILE = "FAILED.txt"  # in a job dir: the error that ended the job
 
 
 class ReportError(Exception):
@@ -359,6 +360,10 @@ class JobSummary:
     val_acc: dict[int, float] = field(default_factory=dict)
     error: str | None = None
 
+    @property
+    def status(self) -> str:
+        return "failed" if self.error and self.error.startswith("failed") else "no events" if self.error else "ok"
+
 
 def is_multirun_dir(path: Path) -> bool:
     """A Hydra sweep dir: no ``.hydra/`` of its own, numbered job subdirs that have one."""
@@ -374,11 +379,14 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 def summarize_job(job_dir: Path) -> JobSummary:
     """Best val accuracy, final test accuracy, epochs and wall time of a job (``error`` when unreadable)."""
     summary = JobSummary(job_dir.name, read_overrides(job_dir))
+    failure = job_dir / FAILURE_FILE
+    if failure.is_file():  # written by cifar_lit.cli when the job raised: the job failed, whatever it logged
+        summary.error = "failed: " + failure.read_text().strip()
     try:
         run = read_scalars(job_dir)
         table = per_epoch_table(run)
     except ReportError as err:
-        summary.error = str(err)
+        summary.error = summary.error or str(err)
         return summary
     scalars = run.scalars
     val_values = [e.value for tag in ("val/acc_best", "val/acc") for e in scalars.get(tag, [])]
@@ -415,18 +423,16 @@ def sort_jobs(jobs: Iterable[JobSummary]) -> list[JobSummary]:
 def write_summary(sweep_dir: Path, out_dir: Path) -> list[Path]:
     """``summary.md``, ``summary.csv`` and ``val_acc.png`` for a multirun dir; returns their paths."""
     jobs = sort_jobs(summarize_job(job) for job in job_dirs(sweep_dir))
-    if all(job.error for job in jobs):
-        raise ReportError(f"{sweep_dir}: none of its jobs has TensorBoard events ({jobs[0].error})")
     varying, shared = varying_overrides(jobs)
-    header = ["job", "overrides", "best val acc", "test acc", "epochs", "wall time (s)"]
+    header = ["job", "overrides", "best val acc", "test acc", "epochs", "wall time (s)", "status"]
     records = [
-        [job.job, " ".join(overrides), job.best_val_acc, job.test_acc, job.epochs, job.wall_time_s]
+        [job.job, " ".join(overrides), job.best_val_acc, job.test_acc, job.epochs, job.wall_time_s, job.status]
         for job, overrides in zip(jobs, varying, strict=True)
     ]
     md = f"# {sweep_dir.name}\n\n"
     if shared:
         md += "Overrides of every job: `" + " ".join(shared) + "`\n\n"
-    md_records = [[*rec[:-1], None if rec[-1] is None else f"{rec[-1]:.1f}"] for rec in records]
+    md_records = [[*rec[:-2], None if rec[-2] is None else f"{rec[-2]:.1f}", rec[-1]] for rec in records]
     md += markdown_table(header, md_records, left=2)
     failed = [job for job in jobs if job.error]
     if failed:

@@ -41,6 +41,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     metrics = run_cli(train, cfg)
+    if metrics is None:  # a failed multirun job, recorded in its FAILED.txt
+        return None
     print_metrics(metrics)
     return metrics.get(f"{cfg.monitor}_best")
 

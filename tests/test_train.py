@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -81,20 +82,18 @@ def test_bad_values_fail_cleanly_before_training(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_job_multirun(synthetic_root, tmp_path):
-    result = run(
-        "cifar_lit.train",
-        "-m",
-        "experiment=smoke",
-        "optimizer.lr=0.01,0.001",
-        "test=false",
-        f"hydra.sweep.dir={tmp_path}",
-        *synthetic_overrides(synthetic_root, tmp_path / "cache"),
-    )
+def test_multirun_summarises_itself_and_survives_a_failing_job(synthetic_root, tmp_path):
+    overrides = ["experiment=smoke", "optimizer.lr=0.01,-1", "test=false", f"hydra.sweep.dir={tmp_path}"]
+    result = run("cifar_lit.train", "-m", *overrides, *synthetic_overrides(synthetic_root, tmp_path / "cache"))
     assert result.returncode == 0, result.stderr[-3000:]
-    for job in ("0", "1"):
-        assert (tmp_path / job / "checkpoints" / "last.ckpt").is_file()
-        assert "val/acc" in scalars(tmp_path / job)
+    assert (tmp_path / "0" / "checkpoints" / "last.ckpt").is_file()
+    assert "val/acc" in scalars(tmp_path / "0")
+    assert "optimizer.lr" in (tmp_path / "1" / "FAILED.txt").read_text()
+    with (tmp_path / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["job"], r["status"]) for r in rows] == [("0", "ok"), ("1", "failed")]
+    assert float(rows[0]["best val acc"]) == max(scalars(tmp_path / "0")["val/acc"])
+    assert "failed" in result.stdout  # the summary is printed at the end of the sweep
 
 
 def test_overfits_one_small_batch(synthetic_root, tmp_path):
