@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -130,41 +131,64 @@ def source_fingerprint(root: Path, split: str, layout: str) -> str:
     return digest.hexdigest()
 
 
-def load_cached(path: Path, fingerprint: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """The cached arrays; None when the cache is missing, unreadable, stale or fails its checksum."""
+def load_cached(path: Path, fingerprint: str) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """The cached arrays and their stored checksum; None when the cache is missing, unreadable, stale or fails
+    its checksum."""
     try:
         with np.load(path) as cache:
             images, labels = cache["images"], cache["labels"]
             checksum, source = str(cache["sha256"]), str(cache["source"])
     except (OSError, KeyError, ValueError):
         return None
-    return (images, labels) if source == fingerprint and sha256(images, labels) == checksum else None
+    return (images, labels, checksum) if source == fingerprint and sha256(images, labels) == checksum else None
 
 
-def save_cache(path: Path, images: np.ndarray, labels: np.ndarray, fingerprint: str) -> None:
-    """Write atomically (temp file + rename), so a killed run never leaves half a cache."""
+def save_cache(path: Path, images: np.ndarray, labels: np.ndarray, fingerprint: str) -> str:
+    """Write atomically (temp file + rename), so a killed run never leaves half a cache; returns the checksum."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-    checksum = np.array(sha256(images, labels))
-    np.savez(tmp, images=images, labels=labels, sha256=checksum, source=np.array(fingerprint))
+    checksum = sha256(images, labels)
+    np.savez(tmp, images=images, labels=labels, sha256=np.array(checksum), source=np.array(fingerprint))
     tmp.replace(path)
+    return checksum
 
 
-def load_split(root: str | Path, split: str, cache_dir: str | Path | None, download: bool = False):
-    """Decoded (images uint8 (N, 32, 32, 3), labels int64 (N,)) of 'train' or 'test', through the cache."""
+@dataclass(frozen=True)
+class SplitSource:
+    """Which data a split was decoded from: the layout, and the cache's SHA-256 of the decoded arrays and
+    fingerprint of the source files (both None without a cache: nothing is hashed then). Recorded in run.json."""
+
+    layout: str
+    sha256: str | None = None
+    fingerprint: str | None = None
+
+
+def load_split_with_source(
+    root: str | Path, split: str, cache_dir: str | Path | None, download: bool = False
+) -> tuple[np.ndarray, np.ndarray, SplitSource]:
+    """Decoded (images uint8 (N, 32, 32, 3), labels int64 (N,)) of 'train' or 'test', through the cache, and
+    where they came from."""
     root = Path(root)
     if not (root / ARCHIVE_DIR).is_dir() and not (root / "train").is_dir() and download:
         download_archive(root)
     layout = find_layout(root)
     if cache_dir is None:
-        return read_archive(root, split) if layout == "archive" else read_image_folder(root, split)
+        images, labels = read_archive(root, split) if layout == "archive" else read_image_folder(root, split)
+        return images, labels, SplitSource(layout)
     path = cache_file(Path(cache_dir), root, split)
     fingerprint = source_fingerprint(root, split, layout)
     cached = load_cached(path, fingerprint) if path.exists() else None
     if cached is not None:
-        return cached
-    images, labels = read_archive(root, split) if layout == "archive" else read_image_folder(root, split)
-    save_cache(path, images, labels, fingerprint)
+        images, labels, checksum = cached
+    else:
+        images, labels = read_archive(root, split) if layout == "archive" else read_image_folder(root, split)
+        checksum = save_cache(path, images, labels, fingerprint)
+    return images, labels, SplitSource(layout, checksum, fingerprint)
+
+
+def load_split(root: str | Path, split: str, cache_dir: str | Path | None, download: bool = False):
+    """Decoded (images uint8 (N, 32, 32, 3), labels int64 (N,)) of 'train' or 'test', through the cache."""
+    images, labels, _ = load_split_with_source(root, split, cache_dir, download)
     return images, labels
 
 
@@ -237,6 +261,19 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.test_every_epoch, self.loader, self.num_workers = test_every_epoch, loader, num_workers
         self.channels_last, self.download, self.seed = channels_last, download, seed
         self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.sources: dict[str, SplitSource] = {}  # train / test: filled by setup
+        # per-channel mean and std (0-1 scale) of the training set: set by setup(), or by load_state_dict()
+        self.mean: torch.Tensor | None = None
+        self.std: torch.Tensor | None = None
+
+    def source_info(self) -> dict:
+        """Where the data came from, for run.json: the root, its layout and each split's checksums as the cache
+        stores them (set up first; nothing is hashed again here)."""
+        return {
+            "root": str(self.root.resolve()),
+            "layout": next((source.layout for source in self.sources.values()), None),
+            **{split: {"sha256": s.sha256, "fingerprint": s.fingerprint} for split, s in self.sources.items()},
+        }
 
     @property
     def eval_splits(self) -> list[str]:
@@ -250,14 +287,33 @@ class CIFAR10DataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        train_images, train_labels = load_split(self.root, "train", self.cache_dir, self.download)
-        self.mean, self.std = channel_stats(train_images)
+        train_images, train_labels, self.sources["train"] = load_split_with_source(
+            self.root, "train", self.cache_dir, self.download
+        )
+        if self.mean is None:  # a checkpoint's statistics (load_state_dict) win: the model was trained on them
+            self.mean, self.std = channel_stats(train_images)
         train_index, val_index = split_train_val(train_labels, self.val_size, self.split_seed)
         if self.subset is not None:
             train_index = balanced_subset(train_index, train_labels, min(self.subset, len(train_index)), 0)
         self.splits["train"] = (train_images[train_index], train_labels[train_index])
         self.splits["val"] = (train_images[val_index], train_labels[val_index])
-        self.splits["test"] = load_split(self.root, "test", self.cache_dir, self.download)
+        test_images, test_labels, self.sources["test"] = load_split_with_source(
+            self.root, "test", self.cache_dir, self.download
+        )
+        self.splits["test"] = (test_images, test_labels)
+
+    def state_dict(self) -> dict[str, list[float]]:
+        """The normalisation statistics. Lightning saves them in every checkpoint (under this class's name), so
+        eval, predict and export normalise exactly as training did, without the training data at hand."""
+        if self.mean is None:
+            return {}
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    def load_state_dict(self, state_dict: dict[str, list[float]]) -> None:
+        """Use a checkpoint's statistics (``setup`` then keeps them instead of recomputing)."""
+        if "mean" in state_dict and "std" in state_dict:
+            self.mean = torch.tensor(state_dict["mean"], dtype=torch.float32)
+            self.std = torch.tensor(state_dict["std"], dtype=torch.float32)
 
     def _loader(self, split: str, train: bool) -> Iterable:
         images, labels = self.splits[split]

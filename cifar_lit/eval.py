@@ -1,6 +1,13 @@
-"""python -m cifar_lit.eval ckpt_path=PATH: test a checkpoint on the official test set, with per-class accuracy."""
+"""python -m cifar_lit.eval ckpt_path=PATH: test a checkpoint on the official test set, with per-class accuracy.
+
+Besides the printed metrics, the run's output dir gets the confusion matrix (``confusion_matrix.csv`` and
+``.png``: rows = true class, columns = predicted) and ``per_class_accuracy.csv``.
+"""
 
 from __future__ import annotations
+
+import logging
+from pathlib import Path
 
 import hydra
 import lightning as L
@@ -8,17 +15,23 @@ from omegaconf import DictConfig
 
 from cifar_lit.checkpoint import load_module
 from cifar_lit.cli import instantiate, print_metrics, run_cli
+from cifar_lit.confusion import per_class_accuracy, write_confusion
 from cifar_lit.data import CLASSES
+
+log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     module = load_module(cfg.ckpt_path)
     datamodule = instantiate(cfg.data)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False)
-    metrics = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    # ckpt_path: Lightning also restores the datamodule's state, i.e. the normalisation the model was trained with
+    metrics = trainer.test(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True, verbose=False)[0]
     confusion = module.confusion.compute()
-    per_class = (confusion.diag() / confusion.sum(dim=1).clamp(min=1)).tolist()
+    per_class = per_class_accuracy(confusion)
     metrics.update({f"test/acc_{name}": acc for name, acc in zip(CLASSES, per_class, strict=True)})
+    for path in write_confusion(confusion, CLASSES, Path(cfg.paths.output_dir)):
+        log.info("wrote %s", path)
     return metrics
 
 

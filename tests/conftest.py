@@ -61,3 +61,31 @@ def synthetic_overrides(root: Path, cache: Path) -> list[str]:
         "data.eval_batch_size=100",
         "trainer.accelerator=cpu",
     ]
+
+
+TINY_BLOCKS = "[{in_channels:3,out_channels:8,pool:true},{in_channels:8,out_channels:8,pool:true}]"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(synthetic_root, tmp_path_factory) -> Path:
+    """A real checkpoint to use (eval, predict, export): two 8-channel blocks fitted for one epoch on the synthetic
+    images and saved by the Trainer with the datamodule attached, so it holds the normalisation as training's do."""
+    import lightning as L
+
+    from cifar_lit.cli import build_module, instantiate
+
+    out_dir = tmp_path_factory.mktemp("tiny_checkpoint")
+    cfg = compose_train([f"model.blocks={TINY_BLOCKS}", *synthetic_overrides(synthetic_root, out_dir / "cache")])
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(build_module(cfg), datamodule=instantiate(cfg.data))
+    path = out_dir / "tiny.ckpt"
+    trainer.save_checkpoint(path)
+    return path

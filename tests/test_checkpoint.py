@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from cifar_lit.checkpoint import CheckpointError, load_module
+from cifar_lit.checkpoint import AtomicCheckpointIO, CheckpointError, load_module
 from cifar_lit.cli import build_module
 from tests.conftest import compose_train
 
@@ -70,3 +70,37 @@ def test_unreadable_checkpoints_are_named(tmp_path, kind):
         path.write_bytes(b"\x00not a checkpoint")
     with pytest.raises(CheckpointError, match="x.ckpt"):
         load_module(path)
+
+
+class FailsToPickle:
+    """Stands for a tensor that cannot be written: pickling it raises, part-way through the checkpoint."""
+
+    def __reduce__(self):
+        raise RuntimeError("disk gone")
+
+
+@pytest.mark.parametrize("failure", ["pickling", "fsync"])
+def test_atomic_save_keeps_the_previous_checkpoint_when_a_write_fails(tmp_path, monkeypatch, failure):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"step": torch.tensor(1)}, path)
+    new = {"weights": torch.ones(100_000), "step": torch.tensor(2)}
+    if failure == "pickling":
+        new["broken"] = FailsToPickle()
+    else:
+        monkeypatch.setattr("os.fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    with pytest.raises((RuntimeError, OSError)):
+        io.save_checkpoint(new, path)
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no partial file left behind
+    assert torch.load(path, weights_only=True)["step"] == 1
+    monkeypatch.undo()
+    io.save_checkpoint({"step": torch.tensor(3)}, path)  # and the next save replaces it
+    assert torch.load(path, weights_only=True)["step"] == 3
+
+
+def test_a_diverged_model_is_never_saved():
+    module = build_module(compose_train(["model=two_blocks"]))
+    state = module.state_dict()
+    state["net.classifier.3.weight"] = torch.full_like(state["net.classifier.3.weight"], float("nan"))
+    with pytest.raises(FloatingPointError, match=r"net.classifier.3.weight is not finite at epoch 0, step 0"):
+        module.on_save_checkpoint({"state_dict": state})
