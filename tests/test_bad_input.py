@@ -1,0 +1,113 @@
+"""Every bad input, through the real command line: exit status non-zero, no traceback, a message naming it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import ROOT, synthetic_overrides
+
+ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+BAD_IMAGE = Path("test") / "cat" / "cat_0003.png"
+
+
+def broken_copy(synthetic_root: Path, tmp_path: Path, damage: Callable[[Path], None]) -> Path:
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    damage(root)
+    return root
+
+
+def empty_ship_folder(root: Path) -> None:
+    for f in (root / "test" / "ship").iterdir():
+        f.unlink()
+
+
+def truncate(root: Path) -> None:
+    (root / BAD_IMAGE).write_bytes((root / BAD_IMAGE).read_bytes()[:40])
+
+
+def text_as_png(root: Path) -> None:
+    (root / BAD_IMAGE).write_text("not an image")
+
+
+def image_64x64(root: Path) -> None:
+    Image.new("RGB", (64, 64)).save(root / BAD_IMAGE)
+
+
+DATA_CASES = {
+    "empty class folder": (empty_ship_folder, "ship"),
+    "truncated png": (truncate, str(BAD_IMAGE)),
+    "text file named .png": (text_as_png, str(BAD_IMAGE)),
+    "64x64 image": (image_64x64, str(BAD_IMAGE)),
+}
+# (entry point, overrides, what the message must name); {tmp} is the test's folder
+VALUE_CASES = {
+    "missing data dir": ("train", ["data.root={tmp}/nowhere"], "{tmp}/nowhere"),
+    "negative lr": ("train", ["optimizer.lr=-1"], "optimizer.lr"),
+    "zero batch size": ("train", ["data.batch_size=0"], "data.batch_size"),
+    "dropout above 1": ("train", ["model.classifier.dropout=1.5"], "model.classifier.dropout"),
+    "no branches (K=0)": ("train", ["model.num_branches=0"], "model.num_branches"),
+    "unknown optimizer option": ("train", ["optimizer=nonexistent"], "nonexistent"),
+    "unknown optimizer class": ("train", ["optimizer._target_=torch.optim.Nope"], "torch.optim.Nope"),
+    "missing checkpoint to resume": ("train", ["ckpt_path={tmp}/missing.ckpt"], "{tmp}/missing.ckpt"),
+    "missing last checkpoint": ("train", ["ckpt_path=last"], "{tmp}/run/checkpoints/last.ckpt"),
+    "directory as checkpoint": ("eval", ["ckpt_path={tmp}"], "{tmp}"),
+    "run folder under a file": ("train", ["hydra.run.dir={tmp}/file/run"], "{tmp}/file"),
+}
+
+
+def run(entry: str, overrides: list[str]) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", f"cifar_lit.{entry}", *overrides]
+    return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess, named: str) -> None:
+    assert result.returncode != 0, result.stdout[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert named in result.stderr, result.stderr[-3000:]
+
+
+def common(synthetic_root: Path, tmp_path: Path) -> list[str]:
+    """Cheapest path: if a bad value slipped through, one batch would run, not an epoch."""
+    return [
+        *synthetic_overrides(synthetic_root, tmp_path / "cache"),
+        "trainer.fast_dev_run=true",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", DATA_CASES)
+def test_bad_data_fails_cleanly(synthetic_root, tmp_path, case):
+    damage, named = DATA_CASES[case]
+    root = broken_copy(synthetic_root, tmp_path, damage)
+    result = run("train", [*common(synthetic_root, tmp_path), f"data.root={root}"])
+    assert_clean_failure(result, named)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", VALUE_CASES)
+def test_bad_value_fails_cleanly(synthetic_root, tmp_path, case):
+    entry, overrides, named = VALUE_CASES[case]
+    (tmp_path / "file").write_text("a regular file, not a folder")
+    overrides = [o.format(tmp=tmp_path) for o in overrides]
+    keys = {o.split("=")[0] for o in overrides}
+    result = run(entry, [*(o for o in common(synthetic_root, tmp_path) if o.split("=")[0] not in keys), *overrides])
+    assert_clean_failure(result, named.format(tmp=tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; the case above covers root")
+def test_read_only_output_folder_fails_cleanly(synthetic_root, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    result = run("train", [*common(synthetic_root, tmp_path)[:-1], f"hydra.run.dir={locked / 'run'}"])
+    assert_clean_failure(result, str(locked))

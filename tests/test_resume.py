@@ -1,0 +1,173 @@
+"""Nothing is lost when a run is killed, pre-empted or diverges: real training subprocesses on synthetic data."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from cifar_lit.checkpoint import load_module
+from tests.conftest import ROOT, synthetic_overrides
+
+ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+TINY = "[{in_channels:3,out_channels:16,pool:true},{in_channels:16,out_channels:16,pool:true}]"
+EPOCHS = 3
+
+
+def overrides(synthetic_root: Path, cache: Path, run_dir: Path, *extra: str) -> list[str]:
+    """A tiny deterministic run: small batches make an epoch ~36 steps, so a signal can land mid-epoch."""
+    return [
+        "experiment=smoke",
+        f"trainer.max_epochs={EPOCHS}",
+        "trainer.deterministic=true",
+        "seed=7",
+        f"model.blocks={TINY}",
+        "test=false",
+        "~callbacks.progress_bar",
+        f"hydra.run.dir={run_dir}",
+        *synthetic_overrides(synthetic_root, cache),
+        "data.batch_size=8",
+        *extra,
+    ]
+
+
+def command(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "cifar_lit.train", *args]
+
+
+def run(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(command(args), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) per tag, over every event file in the folder, as TensorBoard shows them (purges applied)."""
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def checkpoint_epoch(path: Path) -> int | None:
+    """The epoch a checkpoint was saved in (None while absent; files are replaced atomically)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)["epoch"]
+    except FileNotFoundError:
+        return None
+
+
+def start_and_wait_mid_epoch(args: list[str], run_dir: Path, log: Path, into: float = 0.25) -> subprocess.Popen:
+    """Start a run and return once ``last.ckpt`` holds epoch 1's end and the run is ``into`` of the way into
+    epoch 2 (as a fraction of the time epoch 1 took; kept small, the CPU may be shared and epochs uneven)."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(command(args), cwd=ROOT, env=ENV, stdout=stderr, stderr=subprocess.STDOUT)
+    seen: dict[int, float] = {}
+    deadline = time.monotonic() + 240
+    while 1 not in seen:
+        assert process.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint of epoch 1 within 4 minutes"
+        epoch = checkpoint_epoch(last)
+        if epoch is not None and epoch not in seen:
+            seen[epoch] = time.monotonic()
+        time.sleep(0.02)
+    epoch_duration = seen[1] - seen.get(0, seen[1])
+    time.sleep(epoch_duration * into)
+    return process
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(synthetic_root, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    result = run(overrides(synthetic_root, tmp_path_factory.mktemp("cache"), run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def per_epoch(logged: dict[str, list[tuple[int, float]]], tag: str) -> list[float]:
+    steps = [step for step, _ in logged[tag]]
+    assert steps == sorted(set(steps)), f"{tag}: duplicated or out-of-order steps {steps}"
+    return [value for _, value in logged[tag]]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_reproduces_the_uninterrupted_run(uninterrupted, synthetic_root, tmp_path):
+    run_dir = tmp_path / "run"
+    args = overrides(synthetic_root, tmp_path / "cache", run_dir)
+    process = start_and_wait_mid_epoch(args, run_dir, tmp_path / "killed.log")
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert checkpoint_epoch(run_dir / "checkpoints" / "last.ckpt") == 1, "killed after epoch 2 ended: not mid-epoch"
+    assert not any(p.name.startswith(".partial-") for p in (run_dir / "checkpoints").iterdir())
+
+    result = run([*args, "ckpt_path=last"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ended before the epoch ended" not in result.stderr  # resumed from an epoch end, not mid-epoch
+
+    resumed, reference = scalars(run_dir), scalars(uninterrupted)
+    for tag in ("train/loss", "val/acc"):
+        assert [step for step, _ in resumed[tag]] == [step for step, _ in reference[tag]], tag
+        assert len(per_epoch(resumed, tag)) == EPOCHS, tag
+        assert per_epoch(resumed, tag) == pytest.approx(per_epoch(reference, tag), abs=1e-6), tag
+    assert resumed["val/acc_best"][-1][1] == reference["val/acc_best"][-1][1]  # the best survives the resume
+    weights = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    expected = torch.load(uninterrupted / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    for name, tensor in expected.items():
+        torch.testing.assert_close(weights[name], tensor, rtol=0, atol=1e-6, msg=name)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_that_resumes(uninterrupted, synthetic_root, tmp_path):
+    run_dir = tmp_path / "run"
+    args = overrides(synthetic_root, tmp_path / "cache", run_dir)
+    process = start_and_wait_mid_epoch(args, run_dir, tmp_path / "terminated.log", into=0)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 128 + signal.SIGTERM
+    output = (tmp_path / "terminated.log").read_text()
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    expected = f"SIGTERM at epoch {saved['epoch']}, step {saved['global_step']}: saved {run_dir / 'checkpoints'}"
+    assert expected in output, output[-5000:]
+    assert "stopped by SIGTERM; to resume: python -m cifar_lit.train" in output and "ckpt_path=last" in output
+    steps_per_epoch = torch.load(uninterrupted / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    steps_per_epoch //= EPOCHS
+    assert 2 * steps_per_epoch <= saved["global_step"] < 3 * steps_per_epoch  # saved on SIGTERM, in epoch 2
+
+    result = run([*args, "ckpt_path=last"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    logged = scalars(run_dir)
+    assert len(per_epoch(logged, "val/acc")) == EPOCHS and len(per_epoch(logged, "train/loss")) == EPOCHS
+
+
+@pytest.mark.slow
+def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(synthetic_root, tmp_path):
+    """SGD whose learning rate grows 1e8-fold per epoch: epoch 0 trains (and is saved), epoch 1 blows up to NaN."""
+    run_dir = tmp_path / "run"
+    exploding_lr = [
+        "optimizer=sgd",
+        "optimizer.lr=0.01",
+        "+scheduler._target_=torch.optim.lr_scheduler.ExponentialLR",
+        "+scheduler._partial_=true",
+        "+scheduler.gamma=1e8",
+        "+scheduler.interval=epoch",
+    ]
+    result = run(overrides(synthetic_root, tmp_path / "cache", run_dir, *exploding_lr))
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    message = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(message) == 1 and "nan at epoch 1, step" in message[0], result.stderr[-3000:]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert checkpoint_epoch(last) == 0  # epoch 0's, not overwritten by the diverged state
+    module = load_module(last)
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+@pytest.mark.slow
+def test_resume_without_a_last_checkpoint_names_the_missing_file(synthetic_root, tmp_path):
+    result = run(overrides(synthetic_root, tmp_path / "cache", tmp_path / "fresh", "ckpt_path=last"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{tmp_path / 'fresh' / 'checkpoints' / 'last.ckpt'}" in result.stderr and "hydra.run.dir" in result.stderr
