@@ -14,7 +14,9 @@ from hydra.errors import InstantiationException
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
+from rich.syntax import Syntax
 from rich.table import Table
+from rich.tree import Tree
 
 from cifar_lit.checkpoint import CheckpointError
 from cifar_lit.errors import ConfigError, DataError
@@ -85,6 +87,23 @@ def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
 def record_failure(err: BaseException) -> None:
     path = Path(HydraConfig.get().runtime.output_dir) / FAILURE_FILE
     path.write_text(f"{type(err).__name__}: {err}\n")
+
+
+@rank_zero_only
+def print_config_tree(cfg: DictConfig) -> None:
+    """The composed config, resolved, as a tree: the top-level values, then one branch per group (Hydra's own
+    node left out), so a run's output starts with what it runs. ``.hydra/config.yaml`` in the run dir keeps it."""
+
+    def yaml(node: DictConfig) -> Syntax:
+        return Syntax(OmegaConf.to_yaml(node, resolve=True).rstrip(), "yaml", theme="ansi_dark", word_wrap=True)
+
+    groups = [key for key, node in cfg.items() if isinstance(node, DictConfig) and key != "hydra"]
+    values = [key for key in cfg if not isinstance(cfg[key], DictConfig)]
+    tree = Tree("config", guide_style="dim")
+    tree.add(yaml(OmegaConf.masked_copy(cfg, values)))
+    for key in groups:
+        tree.add(str(key)).add(yaml(cfg[key]))
+    Console().print(tree)
 
 
 @rank_zero_only

@@ -4,7 +4,9 @@ For a run dir (one ``python -m cifar_lit.train`` run) it writes the seed report'
 (``table.md``, ``table.csv``: the epochs of min training loss, max training accuracy, min test loss, max test
 accuracy, and of min val loss / max val accuracy when val was logged, with every metric at that epoch) and the
 curves ``loss.png`` and ``accuracy.png``. For a multirun dir (numbered job dirs ``0/``, ``1/``, ... each a run
-dir) it writes ``summary.md``, ``summary.csv`` (one row per job, best val accuracy first) and ``val_acc.png``.
+dir) it writes ``summary.md``, ``summary.csv`` (one row per job, best val accuracy first) and ``val_acc.png``; when
+jobs differ only in ``seed`` (``-m seed=0,1,2``), also ``summary_by_seed.md`` and ``summary_by_seed.csv`` (one row
+per group of such jobs: mean and standard deviation of best val accuracy and test accuracy over the seeds).
 
 Nothing is re-trained: everything comes from the ``epoch``-stamped scalars of Lightning's TensorBoardLogger.
 With ``data.test_every_epoch`` the test set is logged every epoch during validation and once more by the final
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +48,7 @@ ROWS: tuple[tuple[str, str, Callable[[Iterable[float]], float]], ...] = (
 )
 FINAL_TEST_LABEL = "final test (best checkpoint)"
 FAILURE_FILE = "FAILED.txt"  # in a job dir: the error that ended the job
+SEED_KEY = "seed"  # jobs whose overrides differ only in this key are repeats of one configuration
 
 
 class ReportError(Exception):
@@ -297,6 +301,13 @@ def read_overrides(run_dir: Path) -> list[str]:
     return [str(item) for item in overrides] if isinstance(overrides, list) else []
 
 
+def read_tags(run_dir: Path) -> list[str]:
+    """The run's ``tags`` (``.hydra/config.yaml``), empty when unknown."""
+    cfg = read_yaml(run_dir / ".hydra" / "config.yaml")
+    tags = cfg.get("tags") if isinstance(cfg, dict) else None
+    return [str(tag) for tag in tags] if isinstance(tags, list) else []
+
+
 # ----------------------------------------------------------------------------------------------- plots
 def _pyplot():
     import matplotlib
@@ -353,6 +364,7 @@ class JobSummary:
 
     job: str
     overrides: list[str]
+    tags: list[str] = field(default_factory=list)
     best_val_acc: float | None = None
     test_acc: float | None = None
     epochs: int | None = None
@@ -378,7 +390,7 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 def summarize_job(job_dir: Path) -> JobSummary:
     """Best val accuracy, final test accuracy, epochs and wall time of a job (``error`` when unreadable)."""
-    summary = JobSummary(job_dir.name, read_overrides(job_dir))
+    summary = JobSummary(job_dir.name, read_overrides(job_dir), read_tags(job_dir))
     failure = job_dir / FAILURE_FILE
     if failure.is_file():  # written by cifar_lit.cli when the job raised: the job failed, whatever it logged
         summary.error = "failed: " + failure.read_text().strip()
@@ -421,19 +433,29 @@ def sort_jobs(jobs: Iterable[JobSummary]) -> list[JobSummary]:
 
 
 def write_summary(sweep_dir: Path, out_dir: Path) -> list[Path]:
-    """``summary.md``, ``summary.csv`` and ``val_acc.png`` for a multirun dir; returns their paths."""
+    """``summary.md``, ``summary.csv`` and ``val_acc.png`` for a multirun dir, and ``summary_by_seed.md`` and
+    ``.csv`` when some jobs differ only in ``seed``; returns their paths."""
     jobs = sort_jobs(summarize_job(job) for job in job_dirs(sweep_dir))
     varying, shared = varying_overrides(jobs)
-    header = ["job", "overrides", "best val acc", "test acc", "epochs", "wall time (s)", "status"]
+    header = ["job", "overrides", "tags", "best val acc", "test acc", "epochs", "wall time (s)", "status"]
     records = [
-        [job.job, " ".join(overrides), job.best_val_acc, job.test_acc, job.epochs, job.wall_time_s, job.status]
+        [
+            job.job,
+            " ".join(overrides),
+            ",".join(job.tags),
+            job.best_val_acc,
+            job.test_acc,
+            job.epochs,
+            job.wall_time_s,
+            job.status,
+        ]
         for job, overrides in zip(jobs, varying, strict=True)
     ]
     md = f"# {sweep_dir.name}\n\n"
     if shared:
         md += "Overrides of every job: `" + " ".join(shared) + "`\n\n"
     md_records = [[*rec[:-2], None if rec[-2] is None else f"{rec[-2]:.1f}", rec[-1]] for rec in records]
-    md += markdown_table(header, md_records, left=2)
+    md += markdown_table(header, md_records, left=3)
     failed = [job for job in jobs if job.error]
     if failed:
         md += "\n" + "".join(f"- job {job.job}: {job.error}\n" for job in failed)
@@ -447,6 +469,97 @@ def write_summary(sweep_dir: Path, out_dir: Path) -> list[Path]:
         [[*rec, " ".join(job.overrides)] for rec, job in zip(records, jobs, strict=True)],
     )
     plot_jobs(jobs, varying, paths[2], sweep_dir.name)
+    groups = group_by_seed(jobs)
+    if any(len(group.jobs) > 1 for group in groups):
+        paths += write_seed_summary(groups, out_dir, sweep_dir.name)
+    return paths
+
+
+def override_key(override: str) -> str:
+    """The config key an override sets: ``seed=1``, ``+seed=1`` and ``++seed=1`` all set ``seed``."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+@dataclass
+class SeedGroup:
+    """Jobs whose overrides are the same but for ``seed``: one configuration run with several seeds."""
+
+    overrides: list[str]  # every override but the seed
+    jobs: list[JobSummary]
+
+    @property
+    def seeds(self) -> list[str]:
+        """The jobs' seeds, in job order."""
+        jobs = sorted(self.jobs, key=lambda job: int(job.job))
+        return [o.split("=", 1)[1] for job in jobs for o in job.overrides if override_key(o) == SEED_KEY]
+
+    def stats(self, metric: str) -> tuple[int, float | None, float | None]:
+        """How many jobs have ``metric`` (a JobSummary field), their mean and sample standard deviation (n - 1;
+        None for fewer than two values)."""
+        values = [value for job in self.jobs if (value := getattr(job, metric)) is not None]
+        if not values:
+            return 0, None, None
+        return len(values), statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def group_by_seed(jobs: Iterable[JobSummary]) -> list[SeedGroup]:
+    """Jobs grouped by their overrides without ``seed`` (in any order), best mean val accuracy first."""
+    groups: dict[tuple[str, ...], SeedGroup] = {}
+    for job in jobs:
+        rest = [o for o in job.overrides if override_key(o) != SEED_KEY]
+        groups.setdefault(tuple(sorted(rest)), SeedGroup(rest, [])).jobs.append(job)
+
+    def key(group: SeedGroup) -> tuple[bool, float]:
+        mean = group.stats("best_val_acc")[1]
+        return mean is None, -mean if mean is not None else 0.0
+
+    return sorted(groups.values(), key=key)
+
+
+def write_seed_summary(groups: Sequence[SeedGroup], out_dir: Path, title: str) -> list[Path]:
+    """``summary_by_seed.md`` and ``.csv``: per configuration, the seeds, the number of runs with a result, and
+    mean and std of best val accuracy and test accuracy over them; returns their paths."""
+    shared = set.intersection(*(set(group.overrides) for group in groups))
+    header = [
+        "overrides",
+        "tags",
+        "seeds",
+        "runs",
+        "failed",
+        "best val acc mean",
+        "best val acc std",
+        "test acc mean",
+        "test acc std",
+    ]
+    records = []
+    for group in groups:
+        runs, val_mean, val_std = group.stats("best_val_acc")
+        _, test_mean, test_std = group.stats("test_acc")
+        tags = sorted({tag for job in group.jobs for tag in job.tags})
+        records.append(
+            [
+                " ".join(o for o in group.overrides if o not in shared),
+                ",".join(tags),
+                " ".join(group.seeds),
+                runs,
+                len(group.jobs) - runs,
+                val_mean,
+                val_std,
+                test_mean,
+                test_std,
+            ]
+        )
+    md = f"# {title}: by seed\n\n"
+    if shared:
+        md += "Overrides of every job: `" + " ".join(o for o in groups[0].overrides if o in shared) + "`\n\n"
+    md += markdown_table(header, records, left=3)
+    md += (
+        "\nruns: jobs with a best val acc (failed: without one); std: sample standard deviation (n - 1), "
+        "empty for a single run.\n"
+    )
+    paths = [out_dir / "summary_by_seed.md", out_dir / "summary_by_seed.csv"]
+    paths[0].write_text(md)
+    write_csv(paths[1], header, records)
     return paths
 
 

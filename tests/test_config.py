@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from cifar_lit.cli import build_module, instantiate
+import pytest
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.profilers import SimpleProfiler
+
+from cifar_lit.cli import build_module, instantiate, instantiate_list, print_config_tree
 from cifar_lit.errors import ConfigError
+from cifar_lit.provenance import RunProvenance
 from tests.conftest import CONF_DIR, compose_train
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in ("hydra", "paths"))
@@ -65,3 +70,38 @@ def test_bad_module_values_are_refused(override, key):
 def test_bad_data_values_are_refused(override, key, tmp_path):
     with pytest.raises(ConfigError, match=key):
         instantiate(compose_train([override], output_dir=tmp_path).data)
+
+
+def test_config_tree_shows_every_group_resolved(tmp_path, capsys):
+    print_config_tree(compose_train(["optimizer.lr=0.0123", "tags=[a,b]"], output_dir=tmp_path))
+    out = capsys.readouterr().out
+    for group in ("data", "model", "optimizer", "trainer", "callbacks", "logger"):
+        assert f"── {group}" in out, group
+    assert "lr: 0.0123" in out and "- a" in out
+    assert "${" not in out  # resolved: no ${paths.output_dir} left
+    assert "hydra" not in out.replace("hydra-core", "")
+
+
+def test_provenance_callback_writes_into_the_run_dir(tmp_path):
+    cfg = compose_train(["test=false", "monitor=val/loss"], output_dir=tmp_path)
+    provenance = [cb for cb in instantiate_list(cfg.callbacks) if isinstance(cb, RunProvenance)]
+    assert len(provenance) == 1
+    assert provenance[0].path == tmp_path / "run.json"
+    assert provenance[0].monitor_best == "val/loss_best" and provenance[0].hparams_after_test is False
+
+
+def test_profiler_debug_config_writes_its_report_into_the_run_dir(tmp_path):
+    cfg = compose_train(["debug=profiler"], output_dir=tmp_path)
+    trainer = instantiate(cfg.trainer, logger=False)
+    assert isinstance(trainer.profiler, SimpleProfiler)
+    assert Path(trainer.profiler.dirpath) == tmp_path / "profiler" and trainer.profiler.filename == "profile"
+    assert trainer.limit_train_batches == 5 and trainer.max_epochs == 2  # a few batches, as debug=limit
+
+
+def test_overfit_debug_config_drops_what_watches_validation(tmp_path):
+    cfg = compose_train(["debug=overfit", "callbacks=early_stopping"], output_dir=tmp_path)
+    callbacks = instantiate_list(cfg.callbacks)
+    assert not any(isinstance(cb, EarlyStopping) for cb in callbacks)
+    (checkpoint,) = [cb for cb in callbacks if isinstance(cb, ModelCheckpoint)]
+    assert checkpoint.monitor is None and checkpoint.save_top_k == 0 and checkpoint.save_last
+    assert cfg.test is False and cfg.data.loader == "torch"  # a DataLoader, so Lightning fixes its batches

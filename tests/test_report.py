@@ -9,10 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from omegaconf import OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cifar_lit.report import FINAL_TEST_LABEL, main, per_epoch_table, read_scalars
+from cifar_lit.report import FAILURE_FILE, FINAL_TEST_LABEL, main, per_epoch_table, read_scalars
+from cifar_lit.sweep import SweepSummary
 from tests.conftest import ROOT, write_image_folder
 
 # one thread: the machine has 2 cores and may be training something else
@@ -116,7 +119,8 @@ def test_table_holds_the_logged_values_at_each_extreme_epoch(run_dir, tmp_path):
             assert float(row[column]) == per_epoch[column][epoch], (label, column)
     # the final test of the best checkpoint is the last test event, reported apart from the per-epoch ones
     final = rows[FINAL_TEST_LABEL]
-    assert len(scalars["test/acc"]) == MAX_EPOCHS + 1
+    # per epoch, the final test, and its copy logged with the TensorBoard hparams (cifar_lit.provenance)
+    assert len(scalars["test/acc"]) == MAX_EPOCHS + 2
     assert float(final["test acc"]) == scalars["test/acc"][-1].value
     assert float(final["test loss"]) == scalars["test/loss"][-1].value
     assert final["epoch"] == final["train loss"] == ""
@@ -231,3 +235,52 @@ def test_run_dir_without_events_is_a_clear_error(tmp_path):
     assert result.returncode == 1
     assert str(run_dir) in result.stderr and "no TensorBoard event files" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def write_job(sweep_dir: Path, job: int, overrides: list[str], tags: list[str], val_acc: list[float], test_acc: float):
+    """A job dir as a multirun leaves it: .hydra/ (overrides, config with tags) and per-epoch val + final test."""
+    job_dir = sweep_dir / str(job)
+    (job_dir / ".hydra").mkdir(parents=True)
+    (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (job_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"tags": tags, "seed": 0}))
+    events = []
+    for epoch, acc in enumerate(val_acc):
+        events += epoch_events(10 * epoch + 9, epoch, {"train/loss": 1.0, "val/loss": 1.0, "val/acc": acc})
+    events += epoch_events(10 * len(val_acc) - 1, len(val_acc) - 1, {"test/acc": test_acc})
+    write_events(job_dir / "tensorboard", events)
+
+
+def test_jobs_that_differ_only_in_seed_are_grouped(tmp_path, capsys):
+    sweep_dir = tmp_path / "seed_sweep"
+    high, low = ["experiment=smoke", "optimizer.lr=0.01"], ["experiment=smoke", "optimizer.lr=0.001"]
+    write_job(sweep_dir, 0, [*high, "seed=0"], ["sweep", "high"], [0.3, 0.5], 0.4)
+    write_job(sweep_dir, 1, [*high, "seed=1"], ["sweep", "high"], [0.6, 0.2], 0.5)
+    write_job(sweep_dir, 2, [*high, "seed=2"], ["sweep", "high"], [0.7], 0.9)
+    write_job(sweep_dir, 3, ["seed=0", *low], ["sweep"], [0.2], 0.1)  # override order does not matter
+    (sweep_dir / "4" / ".hydra").mkdir(parents=True)  # a failed job of the second group
+    (sweep_dir / "4" / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*low, "seed=1"]))
+    (sweep_dir / "4" / FAILURE_FILE).write_text("FloatingPointError: diverged\n")
+
+    SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}}))
+
+    rows = read_csv(sweep_dir / "summary_by_seed.csv")
+    assert [(r["overrides"], r["seeds"], r["runs"], r["failed"], r["tags"]) for r in rows] == [
+        ("optimizer.lr=0.01", "0 1 2", "3", "0", "high,sweep"),
+        ("optimizer.lr=0.001", "0 1", "1", "1", "sweep"),
+    ]
+    # best val acc 0.5, 0.6, 0.7 and test acc 0.4, 0.5, 0.9: means 0.6, 0.6; sample stds 0.1, sqrt(0.07)
+    expected = {"best val acc mean": 0.6, "best val acc std": 0.1, "test acc mean": 0.6, "test acc std": 0.07**0.5}
+    assert {key: float(rows[0][key]) for key in expected} == pytest.approx(expected, abs=1e-6)
+    assert float(rows[1]["best val acc mean"]) == pytest.approx(0.2) and rows[1]["best val acc std"] == ""
+    # the per-job summary stays, with the tags
+    jobs = {row["job"]: row for row in read_csv(sweep_dir / "summary.csv")}
+    assert len(jobs) == 5 and jobs["0"]["tags"] == "sweep,high" and jobs["4"]["status"] == "failed"
+    printed = capsys.readouterr().out
+    assert "| job | overrides | tags |" in printed and "seed_sweep: by seed" in printed
+
+
+def test_no_seed_table_when_no_jobs_differ_only_in_seed(tmp_path):
+    write_job(tmp_path, 0, ["optimizer.lr=0.01", "seed=0"], [], [0.5], 0.4)
+    write_job(tmp_path, 1, ["optimizer.lr=0.001", "seed=1"], [], [0.6], 0.5)
+    main([str(tmp_path)])
+    assert (tmp_path / "summary.md").is_file() and not (tmp_path / "summary_by_seed.md").exists()

@@ -1,0 +1,205 @@
+"""Every run explains itself: ``run.json`` in the run dir, and the same facts as TensorBoard hparams.
+
+``run.json`` says what ran (git commit and whether the tree had changes, package versions, the command that runs it
+again), on what (accelerator, device name, devices, nodes, precision), with which data (root, layout and the
+checksums the data cache stores), and how it went (parameter count, wall time, status, best ``<monitor>`` and the
+final ``test/acc``). It is written when fit starts, so a crashed or still-running run has one, and completed at the
+end of fit and of the test.
+
+The TensorBoard HPARAMS tab gets one entry per run: the flattened config and ``run.json`` (as ``run/...``) with the
+metrics ``<monitor>_best`` and ``test/acc``. TensorBoard keeps the first hparams summary of a run and ignores later
+ones, so it is written once, when the run's last stage ends: after the test when the run tests, else after fit.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import subprocess
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import Container, DictConfig, OmegaConf
+
+RUN_FILE = "run.json"
+ENTRY_POINT = "python -m cifar_lit.train"
+PACKAGES = ("torch", "torchvision", "lightning", "hydra-core", "torchmetrics")
+TEST_METRIC = "test/acc"
+
+
+def git_state(repo: Path) -> dict[str, Any]:
+    """The commit checked out in ``repo`` and whether tracked or new files differ from it (``dirty``); both None
+    when git is missing or ``repo`` is not in a git repository (e.g. an installed package)."""
+
+    def git(*args: str) -> str:
+        command = ["git", "-C", str(repo), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def package_versions() -> dict[str, str | None]:
+    """Python's version and the installed version of each package that decides a run's numbers (None: absent)."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_info(trainer: L.Trainer) -> dict[str, Any]:
+    """Where the run computes: accelerator type, device name, devices per node, nodes, strategy and precision."""
+    device = trainer.strategy.root_device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    return {
+        "accelerator": device.type,
+        "name": name,
+        "devices": trainer.num_devices,
+        "nodes": trainer.num_nodes,
+        "strategy": type(trainer.strategy).__name__,
+        "precision": str(trainer.precision),
+    }
+
+
+def reproduce_command() -> str | None:
+    """``python -m cifar_lit.train`` and this run's command-line overrides (Hydra's task overrides), shell-quoted;
+    None outside Hydra. A multirun job also gets ``hydra.mode=RUN``, so the command reruns that one job even when
+    an override (e.g. ``hparams_search=optuna``) makes the config a sweep."""
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    overrides = list(hydra_cfg.overrides.task)
+    if getattr(hydra_cfg.mode, "name", None) == "MULTIRUN":
+        overrides.append("hydra.mode=RUN")
+    return " ".join([ENTRY_POINT, *map(shlex.quote, overrides)])
+
+
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    """Write atomically (temp file + rename): a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)
+
+
+class RunProvenance(Callback):
+    """Writes ``<output_dir>/run.json`` and the run's TensorBoard hparams, on global rank 0 only.
+
+    Args:
+        output_dir: the run dir (``${paths.output_dir}``).
+        monitor: the checkpoint metric; its best value ``<monitor>_best`` is the run's headline metric.
+        hparams_after_test: the run tests after fit (``${test}``): wait for ``test/acc`` before writing hparams.
+
+    ``config`` (the composed config) is set by ``cifar_lit.train``: Hydra cannot pass the root config to a node.
+    """
+
+    def __init__(self, output_dir: str | Path, monitor: str = "val/acc", hparams_after_test: bool = False) -> None:
+        self.path = Path(output_dir) / RUN_FILE
+        self.monitor_best = f"{monitor}_best"
+        self.hparams_after_test = hparams_after_test
+        self.config: DictConfig | None = None
+        self.record: dict[str, Any] = {}
+        self._fit_started = 0.0
+
+    # ------------------------------------------------------------------------------------------ hooks
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        self._fit_started = time.perf_counter()
+        self.record = self.describe(trainer, pl_module)
+        write_json(self.path, self.record)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stage_done(trainer, self.monitor_best, write_hparams=not self.hparams_after_test)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stage_done(trainer, TEST_METRIC, write_hparams=self.hparams_after_test)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if trainer.is_global_zero and self.record:
+            self.record.update(status="failed", error=f"{type(exception).__name__}: {exception}")
+            self.record["wall_time_s"] = round(time.perf_counter() - self._fit_started, 3)
+            write_json(self.path, self.record)
+
+    # -------------------------------------------------------------------------------------------- parts
+    def describe(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        """Everything known when fit starts; ``wall_time_s`` and ``metrics`` are filled in at the end."""
+        cfg = self.config
+        datamodule = trainer.datamodule
+        return {
+            "command": reproduce_command(),
+            "tags": list(cfg.get("tags") or []) if cfg is not None else [],
+            "seed": cfg.get("seed") if cfg is not None else None,
+            "git": git_state(Path(__file__).resolve().parent),
+            "versions": package_versions(),
+            "device": device_info(trainer),
+            "data": datamodule.source_info() if hasattr(datamodule, "source_info") else None,
+            "parameters": sum(p.numel() for p in pl_module.parameters()),
+            "started_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "wall_time_s": None,
+            "status": "running",
+            "metrics": {},
+        }
+
+    def _stage_done(self, trainer: L.Trainer, metric: str, write_hparams: bool) -> None:
+        """Record ``metric`` (when logged) and the wall time so far; write the hparams if this is the last stage."""
+        if not trainer.is_global_zero or not self.record:  # e.g. a test without a fit: nothing to complete
+            return
+        value = trainer.callback_metrics.get(metric)
+        if value is not None:
+            self.record["metrics"][metric] = float(value)
+        self.record.update(status="finished", wall_time_s=round(time.perf_counter() - self._fit_started, 3))
+        write_json(self.path, self.record)
+        if write_hparams:
+            self.log_hparams(trainer)
+
+    def hparams(self) -> dict[str, Any]:
+        """The resolved config (without Hydra's own node) and ``run.json`` under ``run``, nested: the logger
+        flattens them with '/' and writes lists and None as strings."""
+        cfg = self.config if self.config is not None else {}
+        params: dict[str, Any] = {
+            key: OmegaConf.to_container(cfg[key], resolve=True) if isinstance(cfg[key], Container) else cfg[key]
+            for key in cfg
+            if key != "hydra"
+        }
+        params["run"] = {key: value for key, value in self.record.items() if key != "metrics"}
+        return params
+
+    def log_hparams(self, trainer: L.Trainer) -> None:
+        """One hparams summary per TensorBoard logger, with the run's metrics; nothing without a metric (a run
+        that never validated), since an hparams entry without metrics says nothing TensorBoard can compare."""
+        metrics = dict(self.record["metrics"])
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+        if not metrics or not loggers:
+            return
+        params = self.hparams()
+        for logger in loggers:
+            # also logs each metric once more as a scalar at this step, with the value already logged
+            logger.log_hyperparams(params, metrics, step=trainer.global_step)

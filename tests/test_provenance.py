@@ -1,0 +1,200 @@
+"""Every run explains itself: run.json, the command that reruns it, its TensorBoard HPARAMS entry, the debug configs."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from google.protobuf import struct_pb2
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+
+from cifar_lit.cli import build_module
+from cifar_lit.data import cache_file, source_fingerprint
+from cifar_lit.provenance import RUN_FILE
+from cifar_lit.train import train
+from tests.conftest import ROOT, TINY_BLOCKS, compose_train, synthetic_overrides
+
+# one thread: the machine has 2 cores and may be training something else
+ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+# spaces inside an override: the reproduce command must quote it
+BLOCKS = "[{in_channels: 3, out_channels: 16, pool: true}, {in_channels: 16, out_channels: 16, pool: true}]"
+TAGS = ["provenance", "check"]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("provenance_cache")
+
+
+@pytest.fixture(scope="module")
+def run_overrides(synthetic_root, cache_dir) -> list[str]:
+    return [
+        "experiment=smoke",
+        f"model.blocks={BLOCKS}",
+        "trainer.max_epochs=2",
+        f"tags=[{','.join(TAGS)}]",
+        "seed=7",
+        "callbacks.progress_bar=null",
+        *synthetic_overrides(synthetic_root, cache_dir),
+    ]
+
+
+@pytest.fixture(scope="module")
+def run_dir(run_overrides, tmp_path_factory) -> Path:
+    """A real two-epoch run (python -m cifar_lit.train), tested at the end."""
+    run_dir = tmp_path_factory.mktemp("provenance_run")
+    cmd = [sys.executable, "-m", "cifar_lit.train", *run_overrides, f"hydra.run.dir={run_dir}"]
+    result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def record(run_dir) -> dict:
+    return json.loads((run_dir / RUN_FILE).read_text())
+
+
+def scalars(run_dir: Path) -> dict[str, list[float]]:
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def hparams_summaries(run_dir: Path) -> dict[str, list[bytes]]:
+    """Tag -> plugin contents of every hparams-plugin summary value in the run's event files, in file order."""
+    found: dict[str, list[bytes]] = {}
+    for path in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == hparams_metadata.PLUGIN_NAME:
+                    found.setdefault(value.tag, []).append(value.metadata.plugin_data.content)
+    return found
+
+
+def hparam_value(value: struct_pb2.Value) -> Any:
+    """A session's hparam value (number, string or bool) as Python."""
+    return getattr(value, value.WhichOneof("kind"))
+
+
+def git_head() -> str | None:
+    """The repository's HEAD commit, None without git."""
+    try:
+        command = ["git", "rev-parse", "HEAD"]
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@pytest.mark.slow
+def test_run_json_records_what_ran_on_what_with_which_data(run_dir, record, run_overrides, synthetic_root, cache_dir):
+    commit = git_head()
+    assert record["git"]["commit"] == commit
+    assert isinstance(record["git"]["dirty"], bool) if commit else record["git"]["dirty"] is None
+    versions = {name: importlib.metadata.version(name) for name in ("torch", "torchvision", "lightning")}
+    versions |= {name: importlib.metadata.version(name) for name in ("hydra-core", "torchmetrics")}
+    assert record["versions"] == {"python": platform.python_version(), **versions}
+    device = record["device"]
+    assert (device["accelerator"], device["devices"], device["nodes"], device["precision"]) == (
+        "cpu",
+        1,
+        1,
+        "bf16-mixed",
+    )
+    assert isinstance(device["name"], str) and device["name"]
+    assert record["seed"] == 7 and record["tags"] == TAGS
+    data = record["data"]
+    assert (data["root"], data["layout"]) == (str(synthetic_root.resolve()), "folder")
+    for split in ("train", "test"):  # what the cache stores, not a second hash
+        with np.load(cache_file(cache_dir, synthetic_root, split)) as cache:
+            assert data[split]["sha256"] == str(cache["sha256"])
+        assert data[split]["fingerprint"] == source_fingerprint(synthetic_root, split, "folder")
+    module = build_module(compose_train(run_overrides))
+    assert record["parameters"] == sum(p.numel() for p in module.parameters())
+    assert record["status"] == "finished" and record["wall_time_s"] > 0
+    logged = scalars(run_dir)
+    assert record["metrics"] == {"val/acc_best": max(logged["val/acc"]), "test/acc": logged["test/acc"][-1]}
+
+
+@pytest.mark.slow
+def test_reproduce_command_composes_the_same_config(run_dir, record):
+    words = shlex.split(record["command"])
+    assert words[:3] == ["python", "-m", "cifar_lit.train"]
+    overrides = words[3:]
+    assert overrides == OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))
+    assert f"model.blocks={BLOCKS}" in overrides  # spaces survived the quoting
+    cfg = OmegaConf.to_container(compose_train(overrides), resolve=False)
+    del cfg["hydra"]  # Hydra's own node (run dir, time stamps) is not part of the run's config
+    assert cfg == OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"), resolve=False)
+
+
+@pytest.mark.slow
+def test_hparams_entry_holds_config_provenance_and_real_metrics(run_dir, record):
+    summaries = hparams_summaries(run_dir)
+    # written once: TensorBoard keeps the first hparams summary of a run and ignores the others
+    assert {tag: len(contents) for tag, contents in summaries.items()} == {
+        hparams_metadata.EXPERIMENT_TAG: 1,
+        hparams_metadata.SESSION_START_INFO_TAG: 1,
+        hparams_metadata.SESSION_END_INFO_TAG: 1,
+    }
+    experiment = hparams_metadata.parse_experiment_plugin_data(summaries[hparams_metadata.EXPERIMENT_TAG][0])
+    metric_tags = [info.name.tag for info in experiment.metric_infos]
+    assert sorted(metric_tags) == ["test/acc", "val/acc_best"]  # no hp_metric placeholder
+    logged = scalars(run_dir)
+    assert "hp_metric" not in logged
+    for tag in metric_tags:  # TensorBoard shows a metric's last scalar in the run: the run's real value
+        assert logged[tag][-1] == record["metrics"][tag]
+    assert logged["val/acc_best"][-1] == max(logged["val/acc"])
+
+    start = hparams_metadata.parse_session_start_info_plugin_data(summaries[hparams_metadata.SESSION_START_INFO_TAG][0])
+    params = {name: hparam_value(value) for name, value in start.hparams.items()}
+    assert params["tags"] == str(TAGS)  # lists and None as strings, not dropped
+    assert params["ckpt_path"] == "None"
+    assert params["model/blocks/1/out_channels"] == 16 and params["optimizer/lr"] == pytest.approx(0.001)
+    assert params["seed"] == 7
+    assert params["run/git/commit"] == str(record["git"]["commit"])
+    assert params["run/data/train/sha256"] == record["data"]["train"]["sha256"]
+    assert params["run/command"] == record["command"]
+    assert params["run/device/precision"] == "bf16-mixed"
+    assert {info.name for info in experiment.hparam_infos} == set(params)
+
+
+# ---------------------------------------------------------------------------------------------- debug configs
+@pytest.mark.parametrize("debug", ["fdr", "limit", "overfit", "profiler"])
+def test_debug_config_runs(debug, synthetic_root, tmp_path):
+    overrides = [
+        f"debug={debug}",
+        f"model.blocks={TINY_BLOCKS}",
+        "callbacks.progress_bar=null",
+        *synthetic_overrides(synthetic_root, tmp_path / "cache"),
+    ]
+    if debug == "overfit":  # early stopping is dropped (tests/test_config.py); the run must not need it
+        overrides += ["callbacks=early_stopping", "trainer.max_epochs=3"]
+    metrics = train(compose_train(overrides, output_dir=tmp_path))
+    assert np.isfinite(metrics["train/loss"])
+    record = json.loads((tmp_path / RUN_FILE).read_text())
+    assert record["status"] == "finished"
+    checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.ckpt"))
+    if debug == "fdr":  # one batch of train, val and test
+        assert record["metrics"].keys() == {"val/acc_best", "test/acc"}
+    if debug == "overfit":  # validated on a few batches, but no best-val/acc checkpoint and no test
+        assert checkpoints == ["last.ckpt"]
+        assert "val/acc" in metrics and not any(name.startswith("test/") for name in metrics)
+    if debug in ("limit", "profiler"):
+        assert record["metrics"].keys() == {"val/acc_best", "test/acc"}
+        assert "last.ckpt" in checkpoints and len(checkpoints) == 2
+    if debug == "profiler":
+        fit_report = (tmp_path / "profiler" / "fit-profile.txt").read_text()
+        assert "FIT Profiler Report" in fit_report and "run_training_epoch" in fit_report
+        assert "TEST Profiler Report" in (tmp_path / "profiler" / "test-profile.txt").read_text()
