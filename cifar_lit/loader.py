@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 from torchvision import transforms
 
 from cifar_lit.errors import ConfigError
@@ -77,7 +77,8 @@ class ResidentLoader:
     """Iterates (images, labels) batches of an in-memory split, on whatever device the tensors live on.
 
     Shuffling and sharding are a ``DistributedSampler``'s, so under DDP each rank sees its own shard of every
-    epoch, and Lightning calls ``sampler.set_epoch`` at each epoch start. Augmentation draws from a generator
+    epoch, and Lightning calls ``sampler.set_epoch`` at each epoch start. Unshuffled (evaluation) splits are
+    sharded by ``EvalShard`` instead, which never repeats an image. Augmentation draws from a generator
     seeded by (seed, epoch, rank): an epoch is the same whether the run was resumed or not.
     """
 
@@ -101,8 +102,10 @@ class ResidentLoader:
         self.mean, self.std = mean.to(images.device), std.to(images.device)
         self.batch_size, self.augment, self.seed = batch_size, augment, seed
         self.channels_last = channels_last
-        self.sampler = DistributedSampler(
-            range(len(images)), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed
+        self.sampler: DistributedSampler | EvalShard = (
+            DistributedSampler(range(len(images)), num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+            if shuffle
+            else EvalShard(len(images), rank, world_size)
         )
         self.batch_sampler = None  # Lightning inspects .sampler/.batch_sampler as on a DataLoader
 
@@ -128,6 +131,28 @@ class ResidentLoader:
         if self.augment.cutout:
             x = random_cutout(x, self.augment.cutout, generator)
         return x
+
+
+class EvalShard(Sampler[int]):
+    """Rank ``rank``'s share of an evaluation split: every ``world_size``-th image from ``rank`` on, in order.
+
+    A ``DistributedSampler`` pads the split to a multiple of ``world_size`` by repeating images, so a metric synced
+    over the ranks would count those twice; here the shards may differ in size by one and the synced accuracy is
+    exactly that of one process. (Evaluation has no per-batch collective, so ranks may run unequal batch counts.)
+    """
+
+    def __init__(self, size: int, rank: int = 0, world_size: int = 1) -> None:
+        self.indices = range(rank, size, world_size)
+        self.rank, self.epoch = rank, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 class PerImageDataset(Dataset):

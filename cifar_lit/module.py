@@ -6,6 +6,7 @@ saved with ``save_hyperparameters()``, so ``BlockClassifier.load_from_checkpoint
 
 from __future__ import annotations
 
+import pydoc
 from typing import Any
 
 import lightning as L
@@ -20,6 +21,16 @@ from cifar_lit.network import BlockNetwork
 
 EVAL_SPLITS = ("val", "test")
 FINITE_CHECK_EVERY = 10
+
+
+def check_target(group: str, node: dict[str, Any] | None) -> None:
+    """Fail at construction, not in ``configure_optimizers`` once the data is loaded, when ``_target_`` names
+    nothing importable (a typo such as ``optimizer._target_=torch.optim.Adamw``)."""
+    target = (node or {}).get("_target_")
+    if target is None:
+        return
+    if pydoc.locate(target) is None:
+        raise ConfigError(f"{group}._target_={target!r} names nothing importable; check the spelling")
 
 
 class BlockClassifier(L.LightningModule):
@@ -41,6 +52,8 @@ class BlockClassifier(L.LightningModule):
         lr = optimizer.get("lr")
         if not isinstance(lr, int | float) or lr <= 0:
             raise ConfigError(f"optimizer.lr must be a number > 0, got {lr!r}")
+        for group, node in (("optimizer", optimizer), ("scheduler", scheduler)):
+            check_target(group, node)
         self.save_hyperparameters()
         self.net = BlockNetwork(**model)
         if channels_last:
@@ -94,8 +107,33 @@ class BlockClassifier(L.LightningModule):
         return list(getattr(datamodule, "eval_splits", ["val"]))
 
     def on_train_start(self) -> None:
-        for best in self.best_accuracy.values():  # forget what the sanity check saw
+        resumed = getattr(self, "_resumed_best_accuracy", {})
+        for name, best in self.best_accuracy.items():  # forget what the sanity check saw; keep a resumed best
             best.reset()
+            if name in resumed:
+                best.update(resumed[name])
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse to save diverged weights (the last good checkpoint stays the newest); store the best accuracies
+        (metric states are not in the state dict) so a resumed run's ``*/acc_best`` continues from them."""
+        for name, tensor in checkpoint["state_dict"].items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise FloatingPointError(
+                    f"{name} is not finite at epoch {self.current_epoch}, step {self.global_step}: the run diverged "
+                    "(try a smaller optimizer.lr); not saving it, the checkpoints already saved are kept"
+                )
+        checkpoint["best_accuracy"] = {name: float(best.max_value) for name, best in self.best_accuracy.items()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed_best_accuracy = checkpoint.get("best_accuracy", {})
+
+    def on_validation_epoch_start(self) -> None:
+        """Under DDP without SyncBatchNorm (CPU, or ``sync_batchnorm=false``) each rank's BatchNorm running
+        statistics drift apart, every rank updating them with its own batches. Evaluate every rank with rank 0's,
+        the ones its checkpoint stores, so the synced metrics are those of the saved model."""
+        if self.trainer.world_size > 1 and torch.distributed.is_initialized():
+            for buffer in self.net.buffers():
+                torch.distributed.broadcast(buffer, src=0)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:

@@ -1,4 +1,5 @@
-"""A Hydra callback that summarises every multirun when it ends: one row a job, best first, failures included."""
+"""Hydra callbacks for multiruns: a summary of every sweep when it ends (one row a job, best first, failures
+included), and the sweep folder made before a sweeper opens files in it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ log = logging.getLogger(__name__)
 
 
 class SweepSummary(Callback):
-    """Writes ``summary.md``, ``summary.csv`` and ``val_acc.png`` into the sweep dir and prints the table."""
+    """Writes ``summary.md``, ``summary.csv`` and ``val_acc.png`` (and ``summary_by_seed.md``/``.csv`` for a seed
+    sweep) into the sweep dir and prints the tables."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -24,4 +26,14 @@ class SweepSummary(Callback):
         except (ReportError, OSError) as err:
             log.warning("no sweep summary: %s", err)
             return
-        print(paths[0].read_text())
+        for path in paths:  # summary.md, and summary_by_seed.md when jobs differ only in seed
+            if path.suffix == ".md":
+                print(path.read_text())
+
+
+class MakeSweepDir(Callback):
+    """Creates the sweep dir when the multirun starts. Hydra's launcher makes it only when it launches the first
+    job, but the Optuna sweeper opens its SQLite storage (``<sweep dir>/optuna.db``) before that."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)

@@ -6,28 +6,51 @@ The function only instantiates and wires what the config describes; everything e
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 
 import hydra
 import lightning as L
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from cifar_lit.cli import build_module, instantiate, instantiate_list, print_metrics, run_cli
+from cifar_lit.cli import build_module, instantiate, instantiate_list, print_config_tree, print_metrics, run_cli
+from cifar_lit.distributed import job_scope
+from cifar_lit.errors import ConfigError
+from cifar_lit.provenance import RunProvenance
+from cifar_lit.resume import logger_step, resolve_ckpt_path, resume_hint, with_purge_step
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and test as ``cfg`` says; returns the final metrics (floats)."""
+    print_config_tree(cfg)
+    threads = cfg.get("threads")
+    if threads is not None:  # before any tensor work: parallel jobs (hydra/launcher=joblib) share the cores
+        if not isinstance(threads, int) or threads < 1:
+            raise ConfigError(f"threads must be a number of threads >= 1 or null, got {threads!r}")
+        torch.set_num_threads(threads)
+        log.info("torch threads: %d", threads)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     module = build_module(cfg)
     datamodule = instantiate(cfg.data)
-    trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        callbacks=instantiate_list(cfg.get("callbacks")),
-        logger=instantiate_list(cfg.get("logger")) or False,
-    )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    callbacks = instantiate_list(cfg.get("callbacks"))
+    for callback in callbacks:
+        if isinstance(callback, RunProvenance):
+            callback.config = cfg  # run.json and the TensorBoard hparams record the whole composed config
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), callbacks)
+    loggers = cfg.get("logger")
+    if ckpt_path is not None and ckpt_path != "hpc":
+        loggers = with_purge_step(loggers, logger_step(ckpt_path))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate_list(loggers) or False)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SIGTERMException:  # InterruptCheckpoint saved last.ckpt; exit as a process killed by SIGTERM would
+        print(f"stopped by SIGTERM; to resume: {resume_hint(cfg)}", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.get("test"):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -40,7 +63,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = run_cli(train, cfg)
+    with job_scope():  # in a multirun, DDP's other ranks run this job only (cifar_lit.distributed)
+        metrics = run_cli(train, cfg)
     if metrics is None:  # a failed multirun job, recorded in its FAILED.txt
         return None
     print_metrics(metrics)

@@ -1,0 +1,203 @@
+"""TensorBoard views beyond scalars: how the blocks use their branches, and what the classifier gets wrong.
+
+* ``gates/block{i}/branch{k}`` (HISTOGRAMS tab), every validation epoch: the distribution over the validation images
+  of each block's branch weight a_k = g(Linear(pool X))_k, read by forward hooks on the blocks' gate activations
+  (no extra forward pass). Whether the K branches stay distinct or collapse to one shows here first.
+* ``{val,test}/confusion_matrix`` and ``{val,test}/misclassified`` (IMAGES tab): the confusion matrix of a whole split
+  and a grid of misclassified images titled ``true->pred``. ``val/...`` is written when fitting ends (the final
+  weights, last validation epoch), ``test/...`` after each test (the weights tested: the best checkpoint in train).
+
+Everything is written only by global rank 0 and only into a ``TensorBoardLogger``; under DDP the confusion matrix
+covers the whole split (torchmetrics syncs it), the gates and images come from rank 0's shard.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from matplotlib.figure import Figure
+from torch.utils.hooks import RemovableHandle
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from cifar_lit.block import Block
+from cifar_lit.data import CLASSES
+
+
+class TensorBoardExtras(L.Callback):
+    """Gate histograms per validation epoch; confusion matrix and misclassified images per evaluated split."""
+
+    def __init__(self, max_images: int = 32, gate_histograms: bool = True) -> None:
+        self.max_images, self.gate_histograms = max_images, gate_histograms
+        self._gates: dict[int, list[torch.Tensor]] = {}
+        self._hooks: list[RemovableHandle] = []
+        self._logits: torch.Tensor | None = None
+        self._confusion: MulticlassConfusionMatrix | None = None
+        self._wrong: list[tuple[torch.Tensor, int, int]] = []
+        self._collecting = False
+        self._val_figures: tuple[str, torch.Tensor, list[tuple[torch.Tensor, int, int]]] | None = None
+
+    # ----------------------------------------------------------------------------------------------- hooks
+    def _attach(self, trainer: L.Trainer, pl_module: L.LightningModule, gates: bool) -> None:
+        """Hook the network's output (for predictions) and, when asked, every block's gate activation."""
+        self._detach()
+        self._wrong, self._logits = [], None
+        self._confusion = MulticlassConfusionMatrix(len(CLASSES)).to(pl_module.device)
+        net = getattr(pl_module, "net", pl_module)
+        self._hooks.append(net.register_forward_hook(self._keep_logits))
+        blocks = [m for m in net.modules() if isinstance(m, Block)]
+        if gates and self.gate_histograms and trainer.is_global_zero:
+            self._gates = {i: [] for i in range(len(blocks))}
+            for i, block in enumerate(blocks):
+                self._hooks.append(block.gate_activation.register_forward_hook(self._gate_hook(i)))
+
+    def _detach(self) -> None:
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
+
+    def _keep_logits(self, module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
+        self._logits = output.detach()
+
+    def _gate_hook(self, index: int):
+        def hook(module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
+            if self._collecting:
+                self._gates[index].append(output.detach().float().cpu())
+
+        return hook
+
+    def _collect(self, trainer: L.Trainer, batch: Any, first_loader: bool) -> None:
+        """Confusion counts of the batch (all ranks) and, on rank 0, its misclassified images."""
+        if not first_loader or self._logits is None or self._confusion is None:
+            return
+        x, y = batch
+        pred = self._logits.argmax(dim=1)
+        self._confusion.update(pred, y)
+        if trainer.is_global_zero and len(self._wrong) < self.max_images:
+            for i in torch.nonzero(pred != y).flatten()[: self.max_images - len(self._wrong)].tolist():
+                self._wrong.append((x[i].detach().float().cpu(), int(y[i]), int(pred[i])))
+        self._logits = None
+
+    # ----------------------------------------------------------------------------------------- validation
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._collecting = False
+        if not trainer.sanity_checking and _tensorboard(trainer) is not None:
+            self._attach(trainer, pl_module, gates=True)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx: int = 0) -> None:
+        self._collecting = dataloader_idx == 0  # the val split; with data.test_every_epoch the test split is idx 1
+        self._logits = None
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx: int = 0) -> None:
+        if self._hooks:
+            self._collect(trainer, batch, dataloader_idx == 0)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._hooks:
+            return
+        self._detach()
+        matrix = self._confusion.compute().cpu()  # a collective under DDP: every rank gets here
+        writer = _tensorboard(trainer)
+        if writer is None or not trainer.is_global_zero:
+            return
+        split = getattr(pl_module, "eval_splits", ["val"])[0]  # "test" when data.val_size=0
+        self._val_figures = (split, matrix, self._wrong)
+        for i, chunks in self._gates.items():
+            if chunks:
+                gates = torch.cat(chunks)
+                for k in range(gates.shape[1]):
+                    writer.add_histogram(f"gates/block{i}/branch{k}", gates[:, k], trainer.global_step)
+        self._gates = {}
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writer = _tensorboard(trainer)
+        if writer is not None and trainer.is_global_zero and self._val_figures is not None:
+            self._write_figures(writer, trainer, *self._val_figures)
+
+    # ----------------------------------------------------------------------------------------------- test
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if _tensorboard(trainer) is not None:
+            self._attach(trainer, pl_module, gates=False)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx: int = 0) -> None:
+        if self._hooks:
+            self._collect(trainer, batch, dataloader_idx == 0)
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._hooks:
+            return
+        self._detach()
+        matrix = self._confusion.compute().cpu()
+        writer = _tensorboard(trainer)
+        if writer is not None and trainer.is_global_zero:
+            self._write_figures(writer, trainer, "test", matrix, self._wrong)
+
+    # -------------------------------------------------------------------------------------------- figures
+    def _write_figures(self, writer, trainer: L.Trainer, split: str, matrix: torch.Tensor, wrong: list) -> None:
+        writer.add_figure(f"{split}/confusion_matrix", confusion_figure(matrix, split), trainer.global_step)
+        if wrong:
+            mean, std = _stats(trainer)
+            figure = misclassified_figure(wrong, mean, std, split)
+            writer.add_figure(f"{split}/misclassified", figure, trainer.global_step)
+        writer.flush()
+
+
+def _tensorboard(trainer: L.Trainer):
+    """The SummaryWriter of the run's TensorBoardLogger, or None when the run logs elsewhere (or not at all)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            return logger.experiment
+    return None
+
+
+def _stats(trainer: L.Trainer) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    datamodule = getattr(trainer, "datamodule", None)
+    return getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
+
+
+def denormalize(x: torch.Tensor, mean: torch.Tensor | None, std: torch.Tensor | None) -> torch.Tensor:
+    """A normalised (C, H, W) image back to (H, W, C) in [0, 1]; min-max scaled when the statistics are unknown."""
+    if mean is not None and std is not None:
+        x = x * std.view(-1, 1, 1).cpu() + mean.view(-1, 1, 1).cpu()
+    else:
+        x = (x - x.min()) / (x.max() - x.min()).clamp_min(1e-8)
+    return x.clamp(0, 1).permute(1, 2, 0)
+
+
+def confusion_figure(matrix: torch.Tensor, split: str) -> Figure:
+    """Counts (true class = row), coloured by the share of each true class."""
+    counts = matrix.long()
+    shares = counts.float() / counts.sum(dim=1, keepdim=True).clamp_min(1)
+    fig = Figure(figsize=(7, 6))
+    ax = fig.subplots()
+    ax.imshow(shares.numpy(), cmap="Blues", vmin=0, vmax=1)
+    ticks = range(len(CLASSES))
+    ax.set_xticks(ticks, CLASSES, rotation=45, ha="right")
+    ax.set_yticks(ticks, CLASSES)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    accuracy = counts.diag().sum().item() / max(counts.sum().item(), 1)
+    ax.set_title(f"{split}: {counts.sum().item()} images, accuracy {accuracy:.4f}")
+    for row, col in torch.nonzero(counts).tolist():
+        colour = "white" if shares[row, col] > 0.5 else "black"
+        ax.text(col, row, str(counts[row, col].item()), ha="center", va="center", fontsize=7, color=colour)
+    fig.tight_layout()
+    return fig
+
+
+def misclassified_figure(wrong: list, mean: torch.Tensor | None, std: torch.Tensor | None, split: str) -> Figure:
+    """A grid of misclassified images, each titled ``true->pred``."""
+    columns = 8
+    rows = -(-len(wrong) // columns)
+    fig = Figure(figsize=(columns * 1.3, rows * 1.45))
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (image, true, pred) in zip(axes.flat, wrong, strict=False):
+        ax.imshow(denormalize(image, mean, std).numpy())
+        ax.set_title(f"{CLASSES[true]}->{CLASSES[pred]}", fontsize=7)
+    fig.suptitle(f"{split}: misclassified (true->pred)", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,84 @@
+"""DDP on CPU (two gloo processes): one run folder whatever the rank, in a single run and in a multirun, and a
+synced validation accuracy that is exactly the single-process accuracy of the checkpoint saved that epoch."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import lightning as L
+import pytest
+
+from cifar_lit.checkpoint import load_module
+from cifar_lit.cli import instantiate
+from cifar_lit.loader import EvalShard
+from tests.conftest import compose_train, synthetic_overrides
+from tests.test_train import run, scalars
+
+TINY = "[{in_channels:3,out_channels:16,pool:true},{in_channels:16,out_channels:16,pool:true}]"
+
+
+def data_overrides(synthetic_root: Path, cache: Path) -> list[str]:
+    # 101 validation images in batches of 25: the ranks get 51 and 50 images, 3 and 2 batches. A padding sampler
+    # would count one image twice and the synced accuracy would not be the single-process one.
+    return [*synthetic_overrides(synthetic_root, cache), "data.val_size=101", "data.eval_batch_size=25"]
+
+
+def ddp_overrides(synthetic_root: Path, cache: Path) -> list[str]:
+    return [
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=2",
+        "trainer.precision=32",  # the single-process check below evaluates in fp32 too
+        "test=false",
+        f"model.blocks={TINY}",
+        *data_overrides(synthetic_root, cache),
+    ]
+
+
+def files_by_folder(root: Path, pattern: str) -> set[Path]:
+    return {p.parent for p in root.rglob(pattern)}
+
+
+def test_eval_shards_cover_the_split_once():
+    for size in (101, 100, 1):
+        shards = [list(EvalShard(size, rank, 2)) for rank in range(2)]
+        assert sorted(shards[0] + shards[1]) == list(range(size))
+        assert [len(EvalShard(size, rank, 2)) for rank in range(2)] == [len(s) for s in shards]
+
+
+@pytest.mark.slow
+def test_ddp_cpu_run_has_one_run_dir_and_the_exact_synced_accuracy(synthetic_root, tmp_path):
+    logs = tmp_path / "logs"
+    result = run("cifar_lit.train", *ddp_overrides(synthetic_root, tmp_path / "cache"), f"paths.log_dir={logs}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [p.name for p in logs.iterdir()] == ["runs"] and len(list((logs / "runs").iterdir())) == 1
+    run_dir = next((logs / "runs").iterdir())
+    assert files_by_folder(logs, "events.out.tfevents.*") == {run_dir / "tensorboard"}
+    assert files_by_folder(logs, "*.ckpt") == {run_dir / "checkpoints"}
+    assert files_by_folder(logs, "config.yaml") == {run_dir / ".hydra"}  # rank 1 writes no .hydra/
+    logged = scalars(run_dir)["val/acc"]
+    assert len(logged) == 2
+
+    cfg = compose_train([f"model.blocks={TINY}", *data_overrides(synthetic_root, tmp_path / "cache")], tmp_path)
+    module = load_module(run_dir / "checkpoints" / "last.ckpt")  # saved at the end of the last epoch
+    trainer = L.Trainer(accelerator="cpu", devices=1, precision=32, logger=False, enable_progress_bar=False)
+    single = trainer.validate(module, datamodule=instantiate(cfg.data), verbose=False)[0]["val/acc"]
+    assert single == pytest.approx(logged[-1], abs=1e-6)  # 1/101 apart would be one image
+
+
+@pytest.mark.slow
+def test_ddp_cpu_in_a_multirun_runs_each_job_once_in_its_own_dir(synthetic_root, tmp_path):
+    sweep, logs = tmp_path / "sweep", tmp_path / "logs"
+    overrides = [*ddp_overrides(synthetic_root, tmp_path / "cache"), "trainer.max_epochs=1", "optimizer.lr=0.01,0.02"]
+    result = run("cifar_lit.train", "-m", *overrides, f"hydra.sweep.dir={sweep}", f"paths.log_dir={logs}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not logs.exists()  # no run or sweep folder of rank 1's own
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    assert files_by_folder(sweep, "*.ckpt") == {sweep / "0" / "checkpoints", sweep / "1" / "checkpoints"}
+    assert files_by_folder(sweep, "config.yaml") == {sweep / "0" / ".hydra", sweep / "1" / ".hydra"}
+    for job in ("0", "1"):
+        assert (sweep / job / "train_ddp_process_1.log").is_file()  # rank 1 ran this job, in this job's folder
+        assert len(scalars(sweep / job)["val/acc"]) == 1
+    with (sweep / "summary.csv").open() as f:
+        assert sorted((r["job"], r["status"]) for r in csv.DictReader(f)) == [("0", "ok"), ("1", "ok")]
+    assert result.stdout.count("| job |") == 1  # one summary: rank 1 ran no sweep of its own

@@ -1,0 +1,131 @@
+"""What a run shows in TensorBoard beyond scalars (gate histograms, confusion matrix, misclassified images), and a
+real TensorBoard server serving a run's val/acc as the event files hold it."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from cifar_lit.loader import normalize
+from cifar_lit.tensorboard_extras import denormalize
+from tests.conftest import synthetic_overrides
+from tests.test_train import ENV, run, scalars
+
+VAL_SIZE, BRANCHES, EPOCHS = 60, 2, 2
+TINY = "[{in_channels:3,out_channels:16,pool:true},{in_channels:16,out_channels:16,pool:true}]"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(synthetic_root, tmp_path_factory) -> Path:
+    """Two epochs of a two-block, K=2 network, then the final test: every TensorBoard view gets written."""
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    result = run(
+        "cifar_lit.train",
+        f"trainer.max_epochs={EPOCHS}",
+        f"model.blocks={TINY}",
+        f"model.num_branches={BRANCHES}",
+        f"hydra.run.dir={run_dir}",
+        *synthetic_overrides(synthetic_root, tmp_path_factory.mktemp("cache")),
+        f"data.val_size={VAL_SIZE}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    accumulator = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"histograms": 0, "images": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def test_denormalize_inverts_normalize():
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8))
+    mean, std = torch.tensor([0.49, 0.48, 0.45]), torch.tensor([0.25, 0.24, 0.26])
+    x = normalize(images, mean, std, channels_last=True)
+    restored = torch.stack([denormalize(image, mean, std) for image in x])
+    torch.testing.assert_close(restored, images.float() / 255, atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_gate_histograms_cover_every_branch_of_every_block_each_epoch(tiny_run):
+    accumulator = events(tiny_run)
+    tags = {f"gates/block{i}/branch{k}" for i in range(2) for k in range(BRANCHES)}
+    assert tags <= set(accumulator.Tags()["histograms"])
+    for tag in tags:
+        per_epoch = [e.histogram_value for e in accumulator.Histograms(tag)]
+        assert len(per_epoch) == EPOCHS
+        for histogram in per_epoch:
+            assert histogram.num == VAL_SIZE  # each validation image once; not the sanity check, not the test set
+            assert 0 <= histogram.min <= histogram.max <= 1  # g = sigmoid
+
+
+@pytest.mark.slow
+def test_confusion_matrix_and_misclassified_images_for_val_and_test(tiny_run):
+    accumulator = events(tiny_run)
+    images = set(accumulator.Tags()["images"])
+    for split in ("val", "test"):
+        assert {f"{split}/confusion_matrix", f"{split}/misclassified"} <= images
+        picture = accumulator.Images(f"{split}/confusion_matrix")[-1]
+        assert picture.width > 300 and picture.height > 300
+    assert "lr-RMSprop" in accumulator.Tags()["scalars"]  # LearningRateMonitor's, one per epoch
+    assert len(scalars(tiny_run)["lr-RMSprop"]) == EPOCHS
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url: str):
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.slow
+def test_tensorboard_server_serves_the_logged_val_acc(tiny_run, tmp_path):
+    expected = scalars(tiny_run)["val/acc"]
+    port = free_port()
+    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(tiny_run), "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--reload_interval", "1"]
+    log = tmp_path / "tensorboard.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(cmd, env=ENV, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        base, served = f"http://127.0.0.1:{port}", None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                message = log.read_text()
+                if "could not bind" in message.lower() or "address already in use" in message.lower():
+                    pytest.skip(f"tensorboard could not bind 127.0.0.1:{port}: {message[-300:]}")
+                pytest.fail(f"tensorboard exited with {server.returncode}: {message[-3000:]}")
+            try:
+                runs = get_json(f"{base}/data/runs")
+                if "tensorboard" in runs:
+                    served = get_json(f"{base}/data/plugin/scalars/scalars?run=tensorboard&tag=val/acc")
+                    if len(served) == len(expected):
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass  # not listening yet, or still loading
+            time.sleep(0.5)
+        assert served is not None, f"no run 'tensorboard' served in 90 s: {log.read_text()[-3000:]}"
+        assert [value for _, _, value in served] == pytest.approx(expected, rel=1e-6)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
