@@ -56,6 +56,14 @@ def test_smoke_run_writes_events_checkpoints_and_config(smoke_run):
 
 
 @pytest.mark.slow
+def test_train_log_has_one_line_per_epoch_with_the_logged_accuracy(smoke_run):
+    lines = [line for line in (smoke_run / "train.log").read_text().splitlines() if "epoch_log" in line]
+    assert [line.split("epoch ")[1].split(":")[0] for line in lines] == ["1/2", "2/2"]
+    for line, val_acc in zip(lines, scalars(smoke_run)["val/acc"], strict=True):
+        assert f"val/acc {val_acc:.4f}" in line
+
+
+@pytest.mark.slow
 def test_eval_reloads_the_checkpoint(smoke_run, synthetic_root, tmp_path):
     best = next(p for p in (smoke_run / "checkpoints").iterdir() if p.name.startswith("epoch_"))
     result = run(
