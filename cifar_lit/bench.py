@@ -138,6 +138,32 @@ def time_forms(cfg: DictConfig, steps: int, warmup: int) -> None:
                 print(f"{form:10s} {'bf16' if bf16 else 'fp32':9s} {layout:13s} {rate:8.1f}", flush=True)
 
 
+def time_eval_batches(cfg: DictConfig, batch_sizes: list[int], rounds: int, images: int = 10_000) -> None:
+    """Seconds to evaluate ``images`` images (the test set's size; a synthetic tensor) with the default model path
+    (bf16 autocast, channels_last, eval mode) at each evaluation batch size, alternated over ``rounds``."""
+    module = build_module(cfg).eval()
+    x = torch.randn(images, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+
+    def seconds(batch: int) -> float:
+        start = time.perf_counter()
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            for i in range(0, images, batch):
+                module(x[i : i + batch])
+        return time.perf_counter() - start
+
+    seconds(batch_sizes[0])  # warm-up
+    times: dict[int, list[float]] = {batch: [] for batch in batch_sizes}
+    for _ in range(rounds):
+        for batch in batch_sizes:
+            times[batch].append(seconds(batch))
+    for batch, measured in times.items():
+        runs = " ".join(f"{t:.2f}" for t in measured)
+        print(
+            f"eval batch {batch:5d}: {statistics.median(measured):6.2f} s for {images} images "
+            f"(median of {rounds}: {runs})"
+        )
+
+
 def worker(path: str, overrides: list[str], warmup: int, steps: int) -> dict[str, Any]:
     cfg = compose(overrides)
     seconds = (run_reference if path == "reference" else run_project)(cfg, warmup, steps)
@@ -165,10 +191,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--rounds", type=int, default=2, help="reference/project pairs, alternated")
     parser.add_argument("--forms", action="store_true", help="time the block forms (model only, CPU) instead")
+    parser.add_argument("--eval-batches", help="time evaluation at these batch sizes instead, e.g. 64,128,500")
     parser.add_argument("--worker", choices=["reference", "project"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.forms:
         time_forms(compose(args.overrides), args.steps, args.warmup)
+        return
+    if args.eval_batches:
+        time_eval_batches(compose(args.overrides), [int(b) for b in args.eval_batches.split(",")], args.rounds)
         return
     if args.worker:
         print(json.dumps(worker(args.worker, args.overrides, args.warmup, args.steps)))

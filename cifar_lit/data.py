@@ -234,7 +234,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         root: str | None = None,
         cache_dir: str | None = "data/cache",
         batch_size: int = 128,
-        eval_batch_size: int = 500,
+        eval_batch_size: int = 32,
         val_size: int = 5000,
         split_seed: int = 0,
         subset: int | None = None,
