@@ -8,6 +8,7 @@ The source itself is only read (it may live on a read-only share).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from torch.utils.data import DataLoader
 
 from cifar_lit.errors import ConfigError, DataError
 from cifar_lit.loader import Augment, PerImageDataset, ResidentLoader
+
+log = logging.getLogger(__name__)
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_SHAPE = (32, 32, 3)
@@ -183,7 +186,19 @@ def load_split_with_source(
     else:
         images, labels = read_archive(root, split) if layout == "archive" else read_image_folder(root, split)
         checksum = save_cache(path, images, labels, fingerprint)
+    log.info("%s", describe_split(split, labels))
     return images, labels, SplitSource(layout, checksum, fingerprint)
+
+
+def describe_split(split: str, labels: np.ndarray) -> str:
+    """``train: 50000 images, 5000 per class``, or each class's count when they differ (a partial copy shows)."""
+    counts = np.bincount(labels, minlength=len(CLASSES))
+    per_class = (
+        f"{counts[0]} per class"
+        if (counts == counts[0]).all()
+        else ", ".join(f"{name} {count}" for name, count in zip(CLASSES, counts, strict=True))
+    )
+    return f"{split}: {len(labels)} images, {per_class}"
 
 
 def load_split(root: str | Path, split: str, cache_dir: str | Path | None, download: bool = False):

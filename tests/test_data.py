@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cifar_lit.data import CLASSES, CIFAR10DataModule, cache_file, load_split
+from cifar_lit.data import CLASSES, CIFAR10DataModule, cache_file, describe_split, load_split
 from cifar_lit.errors import DataError
 from tests.conftest import REAL_DATA
 
@@ -21,6 +21,15 @@ def test_image_folder_reads_in_cifar_order(synthetic_root, tmp_path):
     assert labels.tolist() == [c for c in range(10) for _ in range(40)]
     first = np.asarray(Image.open(synthetic_root / "train" / "airplane" / "airplane_0000.png"))
     np.testing.assert_array_equal(images[0], first)
+
+
+def test_split_counts_are_reported(synthetic_root, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="cifar_lit.data"):
+        load_split(synthetic_root, "test", tmp_path / "cache")
+    assert "test: 100 images, 10 per class" in caplog.text
+    uneven = describe_split("train", np.array([0, 0, 1, 9]))
+    counts = [2, 1, 0, 0, 0, 0, 0, 0, 0, 1]
+    assert uneven == "train: 4 images, " + ", ".join(f"{n} {c}" for n, c in zip(CLASSES, counts, strict=True))
 
 
 def test_cache_is_reused_and_rebuilt_when_corrupt(synthetic_root, tmp_path):
