@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-
-from cifar_lit.report import _pyplot
+from matplotlib.figure import Figure
 
 CONFUSION_CSV = "confusion_matrix.csv"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -37,16 +36,18 @@ def write_confusion(confusion: torch.Tensor, classes: Sequence[str], out_dir: Pa
         writer.writerow(["class", "correct", "images", "accuracy"])
         rows = zip(classes, counts.diag().tolist(), counts.sum(dim=1).tolist(), per_class_accuracy(counts), strict=True)
         writer.writerows([name, correct, total, f"{acc:.6f}"] for name, correct, total, acc in rows)
-    plot_confusion(counts, classes, paths[2])
+    confusion_figure(counts, classes, "confusion matrix, test").savefig(paths[2], dpi=100)
     return paths
 
 
-def plot_confusion(counts: torch.Tensor, classes: Sequence[str], path: Path) -> None:
-    """Counts in each cell, coloured by the share of the true class (so classes of any size compare)."""
-    plt = _pyplot()
-    shares = counts / counts.sum(dim=1, keepdim=True).clamp(min=1)
+def confusion_figure(matrix: torch.Tensor, classes: Sequence[str], label: str) -> Figure:
+    """Counts in each cell (true class = row), coloured by the share of the true class (so classes of any size
+    compare); titled ``<label>: N images, accuracy A``. Used for eval's PNG and TensorBoard's IMAGES tab."""
+    counts = matrix.long().cpu()
+    shares = counts.float() / counts.sum(dim=1, keepdim=True).clamp(min=1)
     accuracy = counts.diag().sum().item() / max(counts.sum().item(), 1)
-    fig, ax = plt.subplots(figsize=(8, 7))
+    fig = Figure(figsize=(8, 7))
+    ax = fig.subplots()
     image = ax.imshow(shares.numpy(), cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     ticks = range(len(classes))
@@ -54,18 +55,9 @@ def plot_confusion(counts: torch.Tensor, classes: Sequence[str], path: Path) -> 
     ax.set_yticks(ticks, classes)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(f"confusion matrix: {int(counts.sum())} test images, accuracy {accuracy:.4f}", fontsize=10)
-    for i in ticks:
-        for j in ticks:
-            ax.text(
-                j,
-                i,
-                str(int(counts[i, j])),
-                ha="center",
-                va="center",
-                fontsize=7,
-                color="white" if shares[i, j] > 0.5 else "black",
-            )
+    ax.set_title(f"{label}: {counts.sum().item()} images, accuracy {accuracy:.4f}", fontsize=10)
+    for row, col in torch.nonzero(counts).tolist():
+        colour = "white" if shares[row, col] > 0.5 else "black"
+        ax.text(col, row, str(counts[row, col].item()), ha="center", va="center", fontsize=7, color=colour)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig

@@ -23,6 +23,7 @@ from torch.utils.hooks import RemovableHandle
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from cifar_lit.block import Block
+from cifar_lit.confusion import confusion_figure
 from cifar_lit.data import CLASSES
 
 
@@ -136,7 +137,7 @@ class TensorBoardExtras(L.Callback):
 
     # -------------------------------------------------------------------------------------------- figures
     def _write_figures(self, writer, trainer: L.Trainer, split: str, matrix: torch.Tensor, wrong: list) -> None:
-        writer.add_figure(f"{split}/confusion_matrix", confusion_figure(matrix, split), trainer.global_step)
+        writer.add_figure(f"{split}/confusion_matrix", confusion_figure(matrix, CLASSES, split), trainer.global_step)
         if wrong:
             mean, std = _stats(trainer)
             figure = misclassified_figure(wrong, mean, std, split)
@@ -164,27 +165,6 @@ def denormalize(x: torch.Tensor, mean: torch.Tensor | None, std: torch.Tensor | 
     else:
         x = (x - x.min()) / (x.max() - x.min()).clamp_min(1e-8)
     return x.clamp(0, 1).permute(1, 2, 0)
-
-
-def confusion_figure(matrix: torch.Tensor, split: str) -> Figure:
-    """Counts (true class = row), coloured by the share of each true class."""
-    counts = matrix.long()
-    shares = counts.float() / counts.sum(dim=1, keepdim=True).clamp_min(1)
-    fig = Figure(figsize=(7, 6))
-    ax = fig.subplots()
-    ax.imshow(shares.numpy(), cmap="Blues", vmin=0, vmax=1)
-    ticks = range(len(CLASSES))
-    ax.set_xticks(ticks, CLASSES, rotation=45, ha="right")
-    ax.set_yticks(ticks, CLASSES)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    accuracy = counts.diag().sum().item() / max(counts.sum().item(), 1)
-    ax.set_title(f"{split}: {counts.sum().item()} images, accuracy {accuracy:.4f}")
-    for row, col in torch.nonzero(counts).tolist():
-        colour = "white" if shares[row, col] > 0.5 else "black"
-        ax.text(col, row, str(counts[row, col].item()), ha="center", va="center", fontsize=7, color=colour)
-    fig.tight_layout()
-    return fig
 
 
 def misclassified_figure(wrong: list, mean: torch.Tensor | None, std: torch.Tensor | None, split: str) -> Figure:
