@@ -30,7 +30,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 
-from cifar_lit.checkpoint import CheckpointError, existing_file
+from cifar_lit.checkpoint import CheckpointError, existing_file, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +84,7 @@ def resume_hint(cfg: DictConfig) -> str:
 
 def logger_step(ckpt_path: str) -> int:
     """The step loggers had reached when ``ckpt_path`` was saved (Lightning logs at ``_batches_that_stepped``)."""
-    try:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:
-        raise CheckpointError(f"cannot read checkpoint {ckpt_path!r} ({type(err).__name__}: {err})") from err
+    checkpoint = read_checkpoint(ckpt_path)
     epoch_loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
     return int(epoch_loop.get("_batches_that_stepped", checkpoint.get("global_step", 0)))
 
