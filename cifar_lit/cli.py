@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from lightning.pytorch.utilities import rank_zero_only
@@ -41,6 +42,17 @@ def build_module(cfg: DictConfig) -> BlockClassifier:
         channels_last=cfg.get("channels_last", True),
         compile=cfg.get("compile", False),
     )
+
+
+def set_threads(threads: Any) -> None:
+    """``torch.set_num_threads(threads)`` before any tensor work, so parallel jobs (hydra/launcher=joblib) share
+    the cores; None keeps torch's default."""
+    if threads is None:
+        return
+    if not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads must be a number of threads >= 1 or null, got {threads!r}")
+    torch.set_num_threads(threads)
+    log.info("torch threads: %d", threads)
 
 
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:

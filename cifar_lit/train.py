@@ -11,13 +11,19 @@ import sys
 
 import hydra
 import lightning as L
-import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from cifar_lit.cli import build_module, instantiate, instantiate_list, print_config_tree, print_metrics, run_cli
+from cifar_lit.cli import (
+    build_module,
+    instantiate,
+    instantiate_list,
+    print_config_tree,
+    print_metrics,
+    run_cli,
+    set_threads,
+)
 from cifar_lit.distributed import job_scope
-from cifar_lit.errors import ConfigError
 from cifar_lit.provenance import RunProvenance
 from cifar_lit.resume import logger_step, resolve_ckpt_path, resume_hint, with_purge_step
 
@@ -27,12 +33,7 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and test as ``cfg`` says; returns the final metrics (floats)."""
     print_config_tree(cfg)
-    threads = cfg.get("threads")
-    if threads is not None:  # before any tensor work: parallel jobs (hydra/launcher=joblib) share the cores
-        if not isinstance(threads, int) or threads < 1:
-            raise ConfigError(f"threads must be a number of threads >= 1 or null, got {threads!r}")
-        torch.set_num_threads(threads)
-        log.info("torch threads: %d", threads)
+    set_threads(cfg.get("threads"))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     module = build_module(cfg)
