@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, open_dict
 from torch.utils.data import DataLoader
 
-from cifar_lit.cli import build_module, instantiate, plain
+from cifar_lit.cli import build_module, instantiate, keep_freed_memory, plain
 from cifar_lit.loader import PerImageDataset
 from cifar_lit.network import BlockNetwork
 
@@ -63,6 +63,7 @@ class StepTimer(Callback):
 
 def run_project(cfg: DictConfig, warmup: int, steps: int) -> float:
     """Seconds for ``steps`` steps of the real training path (Lightning Trainer, configured data and model)."""
+    keep_freed_memory(cfg.get("keep_freed_memory", True))
     L.seed_everything(0)
     timer = StepTimer(warmup)
     with open_dict(cfg):

@@ -1,7 +1,8 @@
 """python -m cifar_lit.eval ckpt_path=PATH: test a checkpoint on the official test set, with per-class accuracy.
 
 Besides the printed metrics, the run's output dir gets the confusion matrix (``confusion_matrix.csv`` and
-``.png``: rows = true class, columns = predicted) and ``per_class_accuracy.csv``.
+``.png``: rows = true class, columns = predicted) and ``per_class_accuracy.csv``. ``tta=flip_translate`` (or
+``flip``, ``none``) also reports the test-time-augmented accuracy, ``test/acc_tta``.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from cifar_lit.checkpoint import load_module
 from cifar_lit.cli import instantiate, print_metrics, run_cli
 from cifar_lit.confusion import per_class_accuracy, write_confusion
 from cifar_lit.data import CLASSES
+from cifar_lit.tta import check_tta
 
 log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     module = load_module(cfg.ckpt_path)
+    if cfg.get("tta") is not None:  # else the checkpoint's own setting
+        module.tta = check_tta(cfg.tta)
     datamodule = instantiate(cfg.data)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False)
     # ckpt_path: Lightning also restores the datamodule's state, i.e. the normalisation the model was trained with

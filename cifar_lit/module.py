@@ -18,9 +18,11 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from cifar_lit.errors import ConfigError
 from cifar_lit.network import BlockNetwork
+from cifar_lit.tta import check_tta, tta_logits
 
 EVAL_SPLITS = ("val", "test")
 FINITE_CHECK_EVERY = 10
+STEM_FIT_IMAGES = 5000  # training images the whitening stem's covariance is estimated from
 
 
 def check_target(group: str, node: dict[str, Any] | None) -> None:
@@ -38,6 +40,8 @@ class BlockClassifier(L.LightningModule):
 
     Validation may evaluate several splits each epoch (the DataModule's ``eval_splits``: ``val`` and, when
     asked, ``test``); each is logged under its own name, with its best accuracy so far as ``<split>/acc_best``.
+    ``label_smoothing`` is cross-entropy's. With ``tta`` (``cifar_lit.tta``) the test also logs the accuracy of
+    the test-time-augmented prediction as ``test/acc_tta``, beside the plain ``test/acc``.
     """
 
     def __init__(
@@ -47,8 +51,12 @@ class BlockClassifier(L.LightningModule):
         scheduler: dict[str, Any] | None = None,
         channels_last: bool = True,
         compile: bool = False,
+        label_smoothing: float = 0.0,
+        tta: str = "none",
     ) -> None:
         super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
         lr = optimizer.get("lr")
         if not isinstance(lr, int | float) or lr <= 0:
             raise ConfigError(f"optimizer.lr must be a number > 0, got {lr!r}")
@@ -60,11 +68,12 @@ class BlockClassifier(L.LightningModule):
             self.net.to(memory_format=torch.channels_last)
         if compile:
             self.net.compile()
-        self.criterion = nn.CrossEntropyLoss()
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.tta = check_tta(tta)
         num_classes = model.get("num_classes", 10)
         # ModuleDict keys cannot be "train" (a Module method), hence the "_acc" suffix
         self.accuracy = nn.ModuleDict(
-            {f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in ("train", *EVAL_SPLITS)}
+            {f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in ("train", *EVAL_SPLITS, "tta")}
         )
         self.best_accuracy = nn.ModuleDict({f"{s}_acc": MaxMetric() for s in EVAL_SPLITS})
         self.confusion = MulticlassConfusionMatrix(num_classes)  # filled by test_step, read by cifar_lit.eval
@@ -99,7 +108,24 @@ class BlockClassifier(L.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         _, logits = self._step(batch, "test")
+        if self.tta != "none":
+            x, y = batch
+            self.accuracy["tta_acc"](tta_logits(self, x, self.tta), y)
+            kwargs = dict(on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
+            self.log("test/acc_tta", self.accuracy["tta_acc"], **kwargs)
         self.confusion(logits, batch[1])
+
+    def setup(self, stage: str) -> None:
+        """Fit a whitening stem to the training images before the first step (a resumed run then loads the
+        checkpoint's filters over these)."""
+        stem = self.net.stem
+        if stage != "fit" or stem is None or bool(stem.fitted):
+            return
+        datamodule = self.trainer.datamodule
+        train_images = datamodule.splits["train"][0]  # sorted by class: take every n-th, not the first n
+        images = train_images[:: max(1, len(train_images) // STEM_FIT_IMAGES)]
+        mean, std = datamodule.mean.view(1, -1, 1, 1), datamodule.std.view(1, -1, 1, 1)
+        stem.fit((torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - mean) / std)
 
     @property
     def eval_splits(self) -> list[str]:

@@ -9,15 +9,25 @@ from torch import nn
 
 from cifar_lit.block import ACTIVATIONS, BLOCK_FORMS, Block
 from cifar_lit.errors import ConfigError
+from cifar_lit.stem import WhiteningStem
+
+POOLS = {"avg": nn.AdaptiveAvgPool2d, "max": nn.AdaptiveMaxPool2d}
 
 
 def build_classifier(
-    in_features: int, num_classes: int, dropout: float = 0.0, hidden: Sequence[int] | None = None
+    in_features: int,
+    num_classes: int,
+    dropout: float = 0.0,
+    hidden: Sequence[int] | None = None,
+    pool: str = "avg",
 ) -> nn.Sequential:
-    """Spatial average pool -> flatten -> dropout -> linear (softmax regression), or an MLP when ``hidden``."""
+    """Spatial average (or max) pool -> flatten -> dropout -> linear (softmax regression), or an MLP when
+    ``hidden``."""
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"model.classifier.dropout must be in [0, 1), got {dropout}")
-    layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout)]
+    if pool not in POOLS:
+        raise ConfigError(f"model.classifier.pool must be one of {sorted(POOLS)}, got {pool!r}")
+    layers: list[nn.Module] = [POOLS[pool](1), nn.Flatten(), nn.Dropout(dropout)]
     width = in_features
     for size in hidden or ():
         layers += [nn.Linear(width, size), nn.ReLU(inplace=True), nn.Dropout(dropout)]
@@ -27,11 +37,13 @@ def build_classifier(
 
 
 class BlockNetwork(nn.Module):
-    """Backbone (Blocks, each optionally followed by a 2x2 max-pool) + classifier.
+    """[Stem] + backbone (Blocks, each optionally followed by a 2x2 max-pool) + classifier.
 
     ``blocks`` is a list of mappings ``{in_channels, out_channels, pool}``; consecutive blocks must agree on
     channels. ``form`` picks how each block computes its weighted convolutions (see ``cifar_lit.block``); it
-    changes speed, never the result or the parameter names.
+    changes speed, never the result or the parameter names. ``stem`` (``{patch, eps}``, or None) puts a frozen
+    whitening convolution (``cifar_lit.stem``) before the first block, whose ``in_channels`` must then be the
+    stem's ``2 * 3 * patch**2``. ``norm_momentum`` is every BatchNorm's running-statistics momentum.
     """
 
     def __init__(
@@ -43,9 +55,14 @@ class BlockNetwork(nn.Module):
         num_classes: int = 10,
         in_channels: int = 3,
         form: str = "concat",
+        stem: Mapping[str, Any] | None = None,
+        norm_momentum: float = 0.1,
     ) -> None:
         super().__init__()
-        check_blocks(blocks, in_channels)
+        self.stem = WhiteningStem(in_channels, **stem) if stem else None
+        check_blocks(blocks, self.stem.out_channels if self.stem else in_channels, stem=self.stem is not None)
+        if not 0.0 < norm_momentum <= 1.0:
+            raise ConfigError(f"model.norm_momentum must be in (0, 1], got {norm_momentum!r}")
         if not isinstance(num_branches, int) or num_branches < 1:
             raise ConfigError(f"model.num_branches (K) must be an integer >= 1, got {num_branches!r}")
         if activation not in ACTIVATIONS:
@@ -59,8 +76,13 @@ class BlockNetwork(nn.Module):
                 layers.append(nn.MaxPool2d(2))
         self.backbone = nn.Sequential(*layers)
         self.classifier = build_classifier(blocks[-1]["out_channels"], num_classes, **(classifier or {}))
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.momentum = norm_momentum
 
     def forward(self, x):
+        if self.stem is not None:
+            x = self.stem(x)
         return self.classifier(self.backbone(x))
 
     def set_form(self, form: str) -> None:
@@ -72,8 +94,9 @@ class BlockNetwork(nn.Module):
         return [m for m in self.backbone if isinstance(m, Block)]
 
 
-def check_blocks(blocks: Sequence[Mapping[str, Any]], in_channels: int) -> None:
-    """Each block's in_channels must equal the previous block's out_channels (the first: the image's)."""
+def check_blocks(blocks: Sequence[Mapping[str, Any]], in_channels: int, stem: bool = False) -> None:
+    """Each block's in_channels must equal the previous block's out_channels (the first: the image's, or the
+    stem's)."""
     if not blocks:
         raise ConfigError("model.blocks is empty: the backbone needs at least one block")
     expected = in_channels
@@ -84,6 +107,7 @@ def check_blocks(blocks: Sequence[Mapping[str, Any]], in_channels: int) -> None:
         if spec["in_channels"] != expected:
             raise ConfigError(
                 f"model.blocks[{i}].in_channels is {spec['in_channels']} but the "
-                f"{'image has' if i == 0 else 'previous block outputs'} {expected} channels"
+                f"{('stem outputs' if stem else 'image has') if i == 0 else 'previous block outputs'} "
+                f"{expected} channels"
             )
         expected = spec["out_channels"]

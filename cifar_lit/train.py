@@ -18,6 +18,7 @@ from cifar_lit.cli import (
     build_module,
     instantiate,
     instantiate_list,
+    keep_freed_memory,
     print_config_tree,
     print_metrics,
     run_cli,
@@ -34,6 +35,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and test as ``cfg`` says; returns the final metrics (floats)."""
     print_config_tree(cfg)
     set_threads(cfg.get("threads"))
+    keep_freed_memory(cfg.get("keep_freed_memory", True))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     module = build_module(cfg)

@@ -1,0 +1,134 @@
+"""The fast94 ingredients: whitening stem, test-time augmentation, head and BatchNorm switches, and the experiment
+run end to end (small) through the train entry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cifar_lit.errors import ConfigError
+from cifar_lit.module import BlockClassifier
+from cifar_lit.network import BlockNetwork
+from cifar_lit.stem import WhiteningStem
+from cifar_lit.train import train
+from cifar_lit.tta import shift, tta_logits
+from tests.conftest import compose_train, synthetic_overrides
+
+
+def correlated_images(n: int = 512, seed: int = 0) -> torch.Tensor:
+    """Smooth, colour-correlated images: neighbouring pixels and channels far from independent."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(n, 1, 8, 8, generator=g)
+    smooth = nn.functional.interpolate(base, size=32, mode="bilinear", align_corners=False)
+    return smooth * torch.tensor([1.0, 0.8, 0.6]).view(1, 3, 1, 1) + 0.1 * torch.randn(n, 3, 32, 32, generator=g)
+
+
+def test_whitening_stem_decorrelates_patches():
+    images = correlated_images()
+    stem = WhiteningStem(patch=2, eps=1e-6)
+    stem.fit(images)
+    out = stem(images)
+    assert out.shape == (len(images), 24, 31, 31)
+    half = out[:, :12].permute(1, 0, 2, 3).flatten(1)  # the + filters; the other 12 are their negatives
+    assert torch.allclose(torch.cov(half), torch.eye(12), atol=0.02)
+    assert torch.equal(out[:, 12:], -out[:, :12])
+    assert bool(stem.fitted)
+
+
+def test_stem_filters_travel_in_the_state_dict():
+    model = {"blocks": [{"in_channels": 24, "out_channels": 8, "pool": True}], "stem": {"patch": 2}}
+    net = BlockNetwork(**model)
+    net.stem.fit(correlated_images(64))
+    copy = BlockNetwork(**model)
+    copy.load_state_dict(net.state_dict())
+    x = correlated_images(4, seed=1)
+    net.eval(), copy.eval()
+    assert bool(copy.stem.fitted) and torch.equal(copy(x), net(x))
+
+
+def test_first_block_must_read_the_stem_channels():
+    with pytest.raises(ConfigError, match="stem outputs 24 channels"):
+        BlockNetwork(blocks=[{"in_channels": 3, "out_channels": 8}], stem={"patch": 2})
+
+
+def test_head_pool_and_norm_momentum():
+    net = BlockNetwork(blocks=[{"in_channels": 3, "out_channels": 8}], classifier={"pool": "max"}, norm_momentum=0.4)
+    assert isinstance(net.classifier[0], nn.AdaptiveMaxPool2d)
+    assert {m.momentum for m in net.modules() if isinstance(m, nn.BatchNorm2d)} == {0.4}
+    with pytest.raises(ConfigError, match="classifier.pool"):
+        BlockNetwork(blocks=[{"in_channels": 3, "out_channels": 8}], classifier={"pool": "median"})
+    with pytest.raises(ConfigError, match="norm_momentum"):
+        BlockNetwork(blocks=[{"in_channels": 3, "out_channels": 8}], norm_momentum=0)
+
+
+def test_shift_moves_pixels_and_reflects_the_border():
+    x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).view(2, 3, 5, 5)
+    down_right = shift(x, 1, 1)
+    assert torch.equal(down_right[..., 1:, 1:], x[..., :-1, :-1])
+    assert torch.equal(down_right[..., 0, 1:], x[..., 1, :-1])  # row -1 reflects row 1
+    up_left = shift(x, -1, -1)
+    assert torch.equal(up_left[..., :-1, :-1], x[..., 1:, 1:])
+
+
+def test_tta_is_the_mean_over_the_named_views():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(10))
+    x = torch.randn(5, 3, 8, 8)
+    assert torch.equal(tta_logits(net, x, "none"), net(x))
+
+    def mirror(image):  # the literal left-right mirror, column by column
+        return torch.stack([image[..., -1 - j] for j in range(image.shape[-1])], dim=-1)
+
+    def moved(image, dy, dx):  # pixel (i, j) of the result is pixel (i - dy, j - dx) of the reflected image
+        size = image.shape[-1]
+        reflect = [abs(k) for k in range(-1, size + 1)]
+        reflect = [2 * (size - 1) - k if k >= size else k for k in reflect]
+        rows = [reflect[1 + i - dy] for i in range(size)]
+        cols = [reflect[1 + j - dx] for j in range(size)]
+        return image[..., rows, :][..., cols]
+
+    views = [x, mirror(x)]
+    translated = [moved(x, 1, 1), mirror(moved(x, 1, 1)), moved(x, -1, -1), mirror(moved(x, -1, -1))]
+    expected_flip = sum(net(v) for v in views) / 2
+    expected = expected_flip / 2 + sum(net(v) for v in translated) / 8
+    assert torch.allclose(tta_logits(net, x, "flip"), expected_flip, atol=1e-6)
+    assert torch.allclose(tta_logits(net, x, "flip_translate"), expected, atol=1e-6)
+
+
+def test_bad_tta_and_label_smoothing_are_refused():
+    model = {"blocks": [{"in_channels": 3, "out_channels": 8}]}
+    with pytest.raises(ConfigError, match="tta"):
+        BlockClassifier(model, {"lr": 0.1}, tta="rotate")
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        BlockClassifier(model, {"lr": 0.1}, label_smoothing=1.0)
+    assert BlockClassifier(model, {"lr": 0.1}, label_smoothing=0.2).criterion.label_smoothing == 0.2
+
+
+def test_fast94_experiment_runs_end_to_end(synthetic_root, tmp_path):
+    """The experiment's whole recipe (stem fitted from data, SGD + warm-up/linear decay, label smoothing,
+    flip + translate, one evaluation after the last epoch, TTA test), on a small network and the synthetic set."""
+    small = (
+        "[{in_channels:24,out_channels:16,pool:true},{in_channels:16,out_channels:16,pool:true},"
+        "{in_channels:16,out_channels:16,pool:true}]"
+    )
+    overrides = [
+        "experiment=fast94",
+        f"model.blocks={small}",
+        "trainer.max_epochs=2",
+        "~logger",
+        "callbacks=ema",
+        "~callbacks.tensorboard_extras",
+        "~callbacks.progress_bar",
+        *synthetic_overrides(synthetic_root, tmp_path / "cache"),
+        "data.val_size=0",
+        "data.batch_size=64",
+    ]
+    cfg = compose_train(overrides, output_dir=tmp_path)
+    metrics = train(cfg)
+    assert {"test/acc", "test/acc_tta"} <= metrics.keys()
+    assert 0.0 <= metrics["test/acc_tta"] <= 1.0
+    checkpoint = torch.load(next((tmp_path / "checkpoints").glob("epoch_*.ckpt")), weights_only=True)
+    assert checkpoint["epoch"] == 1  # evaluated (and so checkpointed) after the last epoch only
+    state = checkpoint["state_dict"]
+    assert bool(state["net.stem.fitted"]) and state["net.stem.weight"].abs().sum() > 0
