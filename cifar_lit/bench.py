@@ -114,6 +114,7 @@ def time_forms(cfg: DictConfig, steps: int, warmup: int) -> None:
     """Model-only training steps/s of every block form x precision x memory format (synthetic batch, no data)."""
     from cifar_lit.block import BLOCK_FORMS
 
+    keep_freed_memory(cfg.get("keep_freed_memory", True))  # as training does, for every cell alike
     batch = cfg.data.batch_size
     x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
     print(f"{'form':10s} {'precision':9s} {'layout':13s} images/s")
@@ -142,6 +143,7 @@ def time_forms(cfg: DictConfig, steps: int, warmup: int) -> None:
 def time_eval_batches(cfg: DictConfig, batch_sizes: list[int], rounds: int, images: int = 10_000) -> None:
     """Seconds to evaluate ``images`` images (the test set's size; a synthetic tensor) with the default model path
     (bf16 autocast, channels_last, eval mode) at each evaluation batch size, alternated over ``rounds``."""
+    keep_freed_memory(cfg.get("keep_freed_memory", True))
     module = build_module(cfg).eval()
     x = torch.randn(images, 3, 32, 32).contiguous(memory_format=torch.channels_last)
 

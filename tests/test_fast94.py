@@ -120,6 +120,7 @@ def test_fast94_experiment_runs_end_to_end(synthetic_root, tmp_path):
         "callbacks=ema",
         "~callbacks.tensorboard_extras",
         "~callbacks.progress_bar",
+        "~callbacks.lr_monitor",
         *synthetic_overrides(synthetic_root, tmp_path / "cache"),
         "data.val_size=0",
         "data.batch_size=64",
