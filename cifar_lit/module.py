@@ -6,6 +6,7 @@ saved with ``save_hyperparameters()``, so ``BlockClassifier.load_from_checkpoint
 
 from __future__ import annotations
 
+import inspect
 import pydoc
 from typing import Any
 
@@ -22,17 +23,32 @@ from cifar_lit.tta import check_tta, tta_logits
 
 EVAL_SPLITS = ("val", "test")
 FINITE_CHECK_EVERY = 10
+LOCAL_KEYS = {"interval"}  # scheduler keys this module reads itself, not passed to the target
 STEM_FIT_IMAGES = 5000  # training images the whitening stem's covariance is estimated from
 
 
 def check_target(group: str, node: dict[str, Any] | None) -> None:
     """Fail at construction, not in ``configure_optimizers`` once the data is loaded, when ``_target_`` names
-    nothing importable (a typo such as ``optimizer._target_=torch.optim.Adamw``)."""
+    nothing importable (a typo such as ``optimizer._target_=torch.optim.Adamw``) or a key is not one of its
+    arguments (``optimizer.nesterov`` left over when switching to ``optimizer=rmsprop``)."""
     target = (node or {}).get("_target_")
     if target is None:
         return
-    if pydoc.locate(target) is None:
+    located = pydoc.locate(target)
+    if located is None:
         raise ConfigError(f"{group}._target_={target!r} names nothing importable; check the spelling")
+    try:
+        parameters = inspect.signature(located).parameters
+    except (TypeError, ValueError):  # no introspectable signature: let instantiation judge
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    unknown = sorted(k for k in node if not k.startswith("_") and k not in parameters and k not in LOCAL_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{group}.{unknown[0]} is not an argument of {target} (its arguments: {', '.join(parameters)}); "
+            f"remove it with ~{group}.{unknown[0]}"
+        )
 
 
 class BlockClassifier(L.LightningModule):

@@ -57,6 +57,7 @@ VALUE_CASES = {
     "no branches (K=0)": ("train", ["model.num_branches=0"], "model.num_branches"),
     "unknown optimizer option": ("train", ["optimizer=nonexistent"], "nonexistent"),
     "unknown optimizer class": ("train", ["optimizer._target_=torch.optim.Nope"], "torch.optim.Nope"),
+    "argument the optimizer lacks": ("train", ["optimizer=rmsprop", "+optimizer.nesterov=true"], "optimizer.nesterov"),
     "missing checkpoint to resume": ("train", ["ckpt_path={tmp}/missing.ckpt"], "{tmp}/missing.ckpt"),
     "missing last checkpoint": ("train", ["ckpt_path=last"], "{tmp}/run/checkpoints/last.ckpt"),
     "directory as checkpoint": ("eval", ["ckpt_path={tmp}"], "{tmp}"),
