@@ -3,8 +3,8 @@
 ``run.json`` says what ran (git commit and whether the tree had changes, package versions, the command that runs it
 again), on what (accelerator, device name, devices, nodes, precision), with which data (root, layout and the
 checksums the data cache stores), and how it went (parameter count, wall time, status, best ``<monitor>`` and the
-final ``test/acc``). It is written when fit starts, so a crashed or still-running run has one, and completed at the
-end of fit and of the test.
+final ``test/acc``, and ``test/acc_tta`` with test-time augmentation). It is written when fit starts, so a crashed
+or still-running run has one, and completed at the end of fit and of the test.
 
 The TensorBoard HPARAMS tab gets one entry per run: the flattened config and ``run.json`` (as ``run/...``) with the
 metrics ``<monitor>_best`` and ``test/acc``. TensorBoard keeps the first hparams summary of a run and ignores later
@@ -34,7 +34,7 @@ from omegaconf import Container, DictConfig, OmegaConf
 RUN_FILE = "run.json"
 ENTRY_POINT = "python -m cifar_lit.train"
 PACKAGES = ("torch", "torchvision", "lightning", "hydra-core", "torchmetrics")
-TEST_METRIC = "test/acc"
+TEST_METRICS = ("test/acc", "test/acc_tta")  # the second only with test-time augmentation (cifar_lit.tta)
 
 
 def git_state(repo: Path) -> dict[str, Any]:
@@ -137,10 +137,10 @@ class RunProvenance(Callback):
         write_json(self.path, self.record)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._stage_done(trainer, self.monitor_best, write_hparams=not self.hparams_after_test)
+        self._stage_done(trainer, (self.monitor_best,), write_hparams=not self.hparams_after_test)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._stage_done(trainer, TEST_METRIC, write_hparams=self.hparams_after_test)
+        self._stage_done(trainer, TEST_METRICS, write_hparams=self.hparams_after_test)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if trainer.is_global_zero and self.record:
@@ -168,13 +168,15 @@ class RunProvenance(Callback):
             "metrics": {},
         }
 
-    def _stage_done(self, trainer: L.Trainer, metric: str, write_hparams: bool) -> None:
-        """Record ``metric`` (when logged) and the wall time so far; write the hparams if this is the last stage."""
+    def _stage_done(self, trainer: L.Trainer, metrics: tuple[str, ...], write_hparams: bool) -> None:
+        """Record ``metrics`` (those logged) and the wall time so far; write the hparams if this is the last
+        stage."""
         if not trainer.is_global_zero or not self.record:  # e.g. a test without a fit: nothing to complete
             return
-        value = trainer.callback_metrics.get(metric)
-        if value is not None:
-            self.record["metrics"][metric] = float(value)
+        for metric in metrics:
+            value = trainer.callback_metrics.get(metric)
+            if value is not None:
+                self.record["metrics"][metric] = float(value)
         self.record.update(status="finished", wall_time_s=round(time.perf_counter() - self._fit_started, 3))
         write_json(self.path, self.record)
         if write_hparams:

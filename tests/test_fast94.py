@@ -3,6 +3,8 @@ run end to end (small) through the train entry."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -129,6 +131,8 @@ def test_fast94_experiment_runs_end_to_end(synthetic_root, tmp_path):
     metrics = train(cfg)
     assert {"test/acc", "test/acc_tta"} <= metrics.keys()
     assert 0.0 <= metrics["test/acc_tta"] <= 1.0
+    recorded = json.loads((tmp_path / "run.json").read_text())["metrics"]
+    assert recorded["test/acc_tta"] == pytest.approx(metrics["test/acc_tta"])  # run.json keeps both test numbers
     checkpoint = torch.load(next((tmp_path / "checkpoints").glob("epoch_*.ckpt")), weights_only=True)
     assert checkpoint["epoch"] == 1  # evaluated (and so checkpointed) after the last epoch only
     state = checkpoint["state_dict"]
