@@ -4,20 +4,22 @@ included), and the sweep folder made before a sweeper opens files in it."""
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from cifar_lit.report import ReportError, write_summary
+from cifar_lit.report import FAILURE_FILE, ReportError, job_dirs, write_summary
 
 log = logging.getLogger(__name__)
 
 
 class SweepSummary(Callback):
     """Writes ``summary.md``, ``summary.csv`` and ``val_acc.png`` (and ``summary_by_seed.md``/``.csv`` for a seed
-    sweep) into the sweep dir and prints the tables."""
+    sweep) into the sweep dir and prints the tables. When a job failed, the sweep (which went on without it) exits
+    with status 1, so scripts and CI notice."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -25,10 +27,14 @@ class SweepSummary(Callback):
             paths = write_summary(sweep_dir, sweep_dir)
         except (ReportError, OSError) as err:
             log.warning("no sweep summary: %s", err)
-            return
+            paths = []
         for path in paths:  # summary.md, and summary_by_seed.md when jobs differ only in seed
             if path.suffix == ".md":
                 print(path.read_text())
+        jobs = job_dirs(sweep_dir) if sweep_dir.is_dir() else []
+        failed = [job.name for job in jobs if (job / FAILURE_FILE).is_file()]
+        if failed:
+            sys.exit(f"{len(failed)} of {len(jobs)} jobs failed (jobs {', '.join(failed)}): see their {FAILURE_FILE}")
 
 
 class MakeSweepDir(Callback):
