@@ -367,6 +367,7 @@ class JobSummary:
     tags: list[str] = field(default_factory=list)
     best_val_acc: float | None = None
     test_acc: float | None = None
+    test_acc_tta: float | None = None  # with test-time augmentation (``tta``), else None
     epochs: int | None = None
     wall_time_s: float | None = None
     val_acc: dict[int, float] = field(default_factory=dict)
@@ -403,8 +404,9 @@ def summarize_job(job_dir: Path) -> JobSummary:
     scalars = run.scalars
     val_values = [e.value for tag in ("val/acc_best", "val/acc") for e in scalars.get(tag, [])]
     summary.best_val_acc = max(val_values) if val_values else None
-    test_events = scalars.get("test/acc", [])
+    test_events, tta_events = scalars.get("test/acc", []), scalars.get("test/acc_tta", [])
     summary.test_acc = test_events[-1].value if test_events else None
+    summary.test_acc_tta = tta_events[-1].value if tta_events else None
     summary.epochs = len(table.epochs)
     last = max(e.wall_time for events in scalars.values() for e in events)
     summary.wall_time_s = last - run.first_wall_time
@@ -518,7 +520,9 @@ def group_by_seed(jobs: Iterable[JobSummary]) -> list[SeedGroup]:
 
 def write_seed_summary(groups: Sequence[SeedGroup], out_dir: Path, title: str) -> list[Path]:
     """``summary_by_seed.md`` and ``.csv``: per configuration, the seeds, the number of runs with a result, and
-    mean and std of best val accuracy and test accuracy over them; returns their paths."""
+    mean and std of best val accuracy and test accuracy over them (and of the test-time-augmented test accuracy,
+    when logged); returns their paths."""
+    with_tta = any(job.test_acc_tta is not None for group in groups for job in group.jobs)
     shared = set.intersection(*(set(group.overrides) for group in groups))
     header = [
         "overrides",
@@ -530,11 +534,14 @@ def write_seed_summary(groups: Sequence[SeedGroup], out_dir: Path, title: str) -
         "best val acc std",
         "test acc mean",
         "test acc std",
+        *(["test acc tta mean", "test acc tta std"] if with_tta else []),
     ]
     records = []
     for group in groups:
-        runs, val_mean, val_std = group.stats("best_val_acc")
+        runs = sum(job.best_val_acc is not None or job.test_acc is not None for job in group.jobs)
+        _, val_mean, val_std = group.stats("best_val_acc")
         _, test_mean, test_std = group.stats("test_acc")
+        tta = list(group.stats("test_acc_tta")[1:]) if with_tta else []
         tags = sorted({tag for job in group.jobs for tag in job.tags})
         records.append(
             [
@@ -547,6 +554,7 @@ def write_seed_summary(groups: Sequence[SeedGroup], out_dir: Path, title: str) -
                 val_std,
                 test_mean,
                 test_std,
+                *tta,
             ]
         )
     md = f"# {title}: by seed\n\n"
@@ -554,7 +562,8 @@ def write_seed_summary(groups: Sequence[SeedGroup], out_dir: Path, title: str) -
         md += "Overrides of every job: `" + " ".join(o for o in groups[0].overrides if o in shared) + "`\n\n"
     md += markdown_table(header, records, left=3)
     md += (
-        "\nruns: jobs with a best val acc (failed: without one); std: sample standard deviation (n - 1), "
+        "\nruns: jobs with a best val acc or a test acc (failed: without either); std: sample standard deviation "
+        "(n - 1), "
         "empty for a single run.\n"
     )
     paths = [out_dir / "summary_by_seed.md", out_dir / "summary_by_seed.csv"]

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cifar_lit.report import FAILURE_FILE, FINAL_TEST_LABEL, main, per_epoch_table, read_scalars
+from cifar_lit.report import FAILURE_FILE, FINAL_TEST_LABEL, main, per_epoch_table, read_scalars, write_summary
 from cifar_lit.sweep import SweepSummary
 from tests.conftest import ROOT, write_image_folder
 
@@ -261,9 +261,11 @@ def test_jobs_that_differ_only_in_seed_are_grouped(tmp_path, capsys):
     (sweep_dir / "4" / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*low, "seed=1"]))
     (sweep_dir / "4" / FAILURE_FILE).write_text("FloatingPointError: diverged\n")
 
-    SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}}))
+    with pytest.raises(SystemExit, match=r"1 of 5 jobs failed \(jobs 4\)"):  # after writing the summaries
+        SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}}))
 
     rows = read_csv(sweep_dir / "summary_by_seed.csv")
+    assert "test acc tta mean" not in rows[0]  # no job logged test/acc_tta
     assert [(r["overrides"], r["seeds"], r["runs"], r["failed"], r["tags"]) for r in rows] == [
         ("optimizer.lr=0.01", "0 1 2", "3", "0", "high,sweep"),
         ("optimizer.lr=0.001", "0 1", "1", "1", "sweep"),
@@ -277,6 +279,21 @@ def test_jobs_that_differ_only_in_seed_are_grouped(tmp_path, capsys):
     assert len(jobs) == 5 and jobs["0"]["tags"] == "sweep,high" and jobs["4"]["status"] == "failed"
     printed = capsys.readouterr().out
     assert "| job | overrides | tags |" in printed and "seed_sweep: by seed" in printed
+
+
+def test_seed_table_of_test_only_jobs_with_tta(tmp_path):
+    """fast94-style jobs: no validation split, the test once at the end, plain and test-time-augmented."""
+    for job, (plain, tta) in enumerate([(0.80, 0.83), (0.84, 0.85), (0.82, 0.87)]):
+        job_dir = tmp_path / str(job)
+        (job_dir / ".hydra").mkdir(parents=True)
+        (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["experiment=fast94", f"seed={job}"]))
+        events = epoch_events(9, 0, {"train/loss": 1.0}) + epoch_events(9, 0, {"test/acc": plain, "test/acc_tta": tta})
+        write_events(job_dir / "tensorboard", events)
+    write_summary(tmp_path, tmp_path)
+    [row] = read_csv(tmp_path / "summary_by_seed.csv")
+    assert (row["runs"], row["failed"], row["best val acc mean"]) == ("3", "0", "")
+    expected = {"test acc mean": 0.82, "test acc std": 0.02, "test acc tta mean": 0.85, "test acc tta std": 0.02}
+    assert {key: float(row[key]) for key in expected} == pytest.approx(expected, abs=1e-6)
 
 
 def test_no_seed_table_when_no_jobs_differ_only_in_seed(tmp_path):
