@@ -18,6 +18,7 @@ from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from cifar_lit.errors import ConfigError
+from cifar_lit.loader import normalize
 from cifar_lit.network import BlockNetwork
 from cifar_lit.tta import check_tta, tta_logits
 
@@ -126,7 +127,7 @@ class BlockClassifier(L.LightningModule):
         _, logits = self._step(batch, "test")
         if self.tta != "none":
             x, y = batch
-            self.accuracy["tta_acc"](tta_logits(self, x, self.tta), y)
+            self.accuracy["tta_acc"](tta_logits(self, x, self.tta, plain=logits), y)
             kwargs = dict(on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
             self.log("test/acc_tta", self.accuracy["tta_acc"], **kwargs)
         self.confusion(logits, batch[1])
@@ -139,9 +140,8 @@ class BlockClassifier(L.LightningModule):
             return
         datamodule = self.trainer.datamodule
         train_images = datamodule.splits["train"][0]  # sorted by class: take every n-th, not the first n
-        images = train_images[:: max(1, len(train_images) // STEM_FIT_IMAGES)]
-        mean, std = datamodule.mean.view(1, -1, 1, 1), datamodule.std.view(1, -1, 1, 1)
-        stem.fit((torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - mean) / std)
+        images = torch.from_numpy(train_images[:: max(1, len(train_images) // STEM_FIT_IMAGES)])
+        stem.fit(normalize(images, datamodule.mean, datamodule.std, channels_last=False))
 
     @property
     def eval_splits(self) -> list[str]:

@@ -27,9 +27,11 @@ def check_tta(mode: str) -> str:
     return mode
 
 
-def mirror_logits(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Mean logits of (B, C, H, W) images and their left-right mirrors."""
-    return (net(x) + net(x.flip(-1))) / 2
+def mirror_logits(
+    net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, plain: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean logits of (B, C, H, W) images and their left-right mirrors (``plain``: ``net(x)``, when known)."""
+    return ((net(x) if plain is None else plain) + net(x.flip(-1))) / 2
 
 
 def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -39,11 +41,14 @@ def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return padded[..., 1 - dy : 1 - dy + height, 1 - dx : 1 - dx + width]
 
 
-def tta_logits(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, mode: str) -> torch.Tensor:
-    """The logits of ``net`` on ``x`` averaged over the views ``mode`` names (see the module docstring)."""
+def tta_logits(
+    net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, mode: str, plain: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The logits of ``net`` on ``x`` averaged over the views ``mode`` names (see the module docstring).
+    ``plain``: ``net(x)`` when the caller has it already (the test's plain pass), so it is not computed again."""
     if mode == "none":
-        return net(x)
-    mirrored = mirror_logits(net, x)
+        return net(x) if plain is None else plain
+    mirrored = mirror_logits(net, x, plain)
     if mode == "flip":
         return mirrored
     translated = (mirror_logits(net, shift(x, 1, 1)) + mirror_logits(net, shift(x, -1, -1))) / 2
