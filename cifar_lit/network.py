@@ -20,9 +20,11 @@ def build_classifier(
     dropout: float = 0.0,
     hidden: Sequence[int] | None = None,
     pool: str = "avg",
+    logit_scale: float = 1.0,
 ) -> nn.Sequential:
     """Spatial average (or max) pool -> flatten -> dropout -> linear (softmax regression), or an MLP when
-    ``hidden``."""
+    ``hidden``; then the logits times ``logit_scale`` (airbench94's 1/9: a small scale damps the head's
+    effective learning rate by its square and the backbone's by the scale, so the backbone can take a large lr)."""
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"model.classifier.dropout must be in [0, 1), got {dropout}")
     if pool not in POOLS:
@@ -33,7 +35,25 @@ def build_classifier(
         layers += [nn.Linear(width, size), nn.ReLU(inplace=True), nn.Dropout(dropout)]
         width = size
     layers.append(nn.Linear(width, num_classes))
+    if logit_scale <= 0:
+        raise ConfigError(f"model.classifier.logit_scale must be > 0, got {logit_scale}")
+    if logit_scale != 1.0:
+        layers.append(Scale(logit_scale))
     return nn.Sequential(*layers)
+
+
+class Scale(nn.Module):
+    """Multiplies its input by a fixed factor (no parameters, so checkpoints do not change)."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}"
 
 
 class BlockNetwork(nn.Module):

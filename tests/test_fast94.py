@@ -64,6 +64,19 @@ def test_head_pool_and_norm_momentum():
         BlockNetwork(blocks=[{"in_channels": 3, "out_channels": 8}], norm_momentum=0)
 
 
+def test_logit_scale_multiplies_the_logits_and_adds_no_state():
+    blocks = [{"in_channels": 3, "out_channels": 8}]
+    torch.manual_seed(0)
+    plain = BlockNetwork(blocks=blocks).eval()
+    torch.manual_seed(0)
+    scaled = BlockNetwork(blocks=blocks, classifier={"logit_scale": 0.125}).eval()
+    assert scaled.state_dict().keys() == plain.state_dict().keys()
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(scaled(x), plain(x) * 0.125)
+    with pytest.raises(ConfigError, match="logit_scale"):
+        BlockNetwork(blocks=blocks, classifier={"logit_scale": 0})
+
+
 def test_shift_moves_pixels_and_reflects_the_border():
     x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).view(2, 3, 5, 5)
     down_right = shift(x, 1, 1)
