@@ -105,6 +105,7 @@ def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
     and exit status 1, not a traceback. Inside a multirun any error ends only its job: the error is written to
     the job's ``FAILED.txt``, the sweep goes on, and its summary marks the job failed."""
     multirun = HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+    route_lightning_logs()
     try:
         return task(cfg)
     except USER_ERRORS as err:
@@ -120,6 +121,21 @@ def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
         log.exception("job failed")
         record_failure(err)
         return None
+
+
+def route_lightning_logs() -> None:
+    """Send Lightning's log records (checkpoint paths, 'max_epochs reached', resume notes) through the root
+    logger's handlers, i.e. into Hydra's ``train.log`` as well as the console. Lightning, imported before Hydra
+    configured logging, saw a root logger without handlers and gave its loggers a console handler of their own
+    with ``propagate=False``, so nothing of theirs reached the run's log file."""
+    if not logging.getLogger().hasHandlers():
+        return
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if type(handler) is logging.StreamHandler:  # the one Lightning added; the root's console handler stays
+                logger.removeHandler(handler)
+        logger.propagate = True
 
 
 def record_failure(err: BaseException) -> None:

@@ -64,6 +64,12 @@ def test_train_log_has_one_line_per_epoch_with_the_logged_accuracy(smoke_run):
 
 
 @pytest.mark.slow
+def test_lightnings_own_messages_reach_train_log_once(smoke_run):
+    log = (smoke_run / "train.log").read_text()
+    assert log.count("`max_epochs=2` reached") == 1, log[-2000:]
+
+
+@pytest.mark.slow
 def test_eval_reloads_the_checkpoint(smoke_run, synthetic_root, tmp_path):
     best = next(p for p in (smoke_run / "checkpoints").iterdir() if p.name.startswith("epoch_"))
     result = run(
