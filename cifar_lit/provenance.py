@@ -4,7 +4,8 @@
 again), on what (accelerator, device name, devices, nodes, precision), with which data (root, layout and the
 checksums the data cache stores), and how it went (parameter count, wall time, status, best ``<monitor>`` and the
 final ``test/acc``, and ``test/acc_tta`` with test-time augmentation). It is written when fit starts, so a crashed
-or still-running run has one, and completed at the end of fit and of the test.
+or still-running run has one, and completed at the end of fit and of the test. A fit resumed from a checkpoint
+keeps the first attempt's ``started_at`` and adds ``resumed_at`` and ``earlier_wall_time_s``.
 
 The TensorBoard HPARAMS tab gets one entry per run: the flattened config and ``run.json`` (as ``run/...``) with the
 metrics ``<monitor>_best`` and ``test/acc``. TensorBoard keeps the first hparams summary of a run and ignores later
@@ -109,6 +110,22 @@ def write_json(path: Path, record: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def earlier_attempts(path: Path, now: str) -> dict[str, Any]:
+    """What a resumed fit keeps of the ``run.json`` its interrupted attempts wrote: the first ``started_at``, the
+    times it was resumed (``resumed_at``), and the wall time already spent (``earlier_wall_time_s``, so that the
+    run's total is ``earlier_wall_time_s + wall_time_s``). Nothing when there is no readable earlier record."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    spent = (earlier.get("earlier_wall_time_s") or 0.0) + (earlier.get("wall_time_s") or 0.0)
+    return {
+        "started_at": earlier.get("started_at", now),
+        "resumed_at": [*earlier.get("resumed_at", []), now],
+        "earlier_wall_time_s": round(spent, 3),
+    }
+
+
 class RunProvenance(Callback):
     """Writes ``<output_dir>/run.json`` and the run's TensorBoard hparams, on global rank 0 only.
 
@@ -134,6 +151,8 @@ class RunProvenance(Callback):
             return
         self._fit_started = time.perf_counter()
         self.record = self.describe(trainer, pl_module)
+        if trainer.ckpt_path:  # a resumed fit continues the run that wrote run.json before
+            self.record |= earlier_attempts(self.path, self.record["started_at"])
         write_json(self.path, self.record)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

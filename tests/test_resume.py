@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cifar_lit.checkpoint import load_module
+from cifar_lit.provenance import RUN_FILE
 from tests.conftest import ROOT, synthetic_overrides
 
 ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
@@ -136,11 +138,16 @@ def test_sigterm_saves_a_checkpoint_that_resumes(uninterrupted, synthetic_root, 
     steps_per_epoch = torch.load(uninterrupted / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     steps_per_epoch //= EPOCHS
     assert 2 * steps_per_epoch <= saved["global_step"] < 3 * steps_per_epoch  # saved on SIGTERM, in epoch 2
+    first = json.loads((run_dir / RUN_FILE).read_text())
+    assert first["status"] == "failed" and first["wall_time_s"] > 0
 
     result = run([*args, "ckpt_path=last"])
     assert result.returncode == 0, result.stderr[-3000:]
     logged = scalars(run_dir)
     assert len(per_epoch(logged, "val/acc")) == EPOCHS and len(per_epoch(logged, "train/loss")) == EPOCHS
+    record = json.loads((run_dir / RUN_FILE).read_text())  # the resumed fit continues the first one's record
+    assert record["status"] == "finished" and record["started_at"] == first["started_at"]
+    assert len(record["resumed_at"]) == 1 and record["earlier_wall_time_s"] == first["wall_time_s"]
 
 
 @pytest.mark.slow
