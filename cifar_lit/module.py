@@ -24,7 +24,7 @@ from cifar_lit.tta import check_tta, tta_logits
 
 EVAL_SPLITS = ("val", "test")
 FINITE_CHECK_EVERY = 10
-LOCAL_KEYS = {"interval"}  # scheduler keys this module reads itself, not passed to the target
+LOCAL_KEYS = {"interval", "norm_bias_lr_scale"}  # keys this module reads itself, not passed to the target
 STEM_FIT_IMAGES = 5000  # training images the whitening stem's covariance is estimated from
 
 
@@ -186,12 +186,44 @@ class BlockClassifier(L.LightningModule):
             self.log(f"{split}/acc_best", best.compute(), sync_dist=True, prog_bar=split == "val")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
+        config = dict(self.hparams.optimizer)
+        bias_scale = config.pop("norm_bias_lr_scale", 1.0)
+        optimizer = instantiate(config)(params=parameter_groups(self.net, config, bias_scale))
         if not self.hparams.scheduler:
             return {"optimizer": optimizer}
         config = dict(self.hparams.scheduler)
         interval = config.pop("interval", "epoch")
         if "total_steps" in config and config["total_steps"] is None:
             config["total_steps"] = int(self.trainer.estimated_stepping_batches)
-        scheduler = instantiate(config)(optimizer)
+        scheduler = instantiate(config)(optimizer, **per_group_max_lr(config, optimizer))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+
+def per_group_max_lr(scheduler: dict[str, Any], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """OneCycleLR's ``max_lr`` for each parameter group, in the groups' lr ratio (one number would give the
+    BatchNorm biases of ``norm_bias_lr_scale`` the same peak as everything else)."""
+    max_lr = scheduler.get("max_lr")
+    if not isinstance(max_lr, int | float) or len(optimizer.param_groups) == 1:
+        return {}
+    return {"max_lr": [max_lr * group["lr"] / optimizer.defaults["lr"] for group in optimizer.param_groups]}
+
+
+def parameter_groups(net: nn.Module, optimizer: dict[str, Any], norm_bias_lr_scale: float) -> list[dict[str, Any]]:
+    """All parameters in one group, or (``norm_bias_lr_scale`` != 1) BatchNorm biases in a second group with
+    ``lr * norm_bias_lr_scale`` and ``weight_decay / norm_bias_lr_scale``, so their decay per step stays
+    ``lr * weight_decay`` (airbench94's 64x bias learning rate: the biases set the ReLU thresholds, and a BN
+    bias has a far smaller gradient than the convolution weights that feed it)."""
+    if not isinstance(norm_bias_lr_scale, int | float) or norm_bias_lr_scale <= 0:
+        raise ConfigError(f"optimizer.norm_bias_lr_scale must be a number > 0, got {norm_bias_lr_scale!r}")
+    if norm_bias_lr_scale == 1:
+        return [{"params": [p for p in net.parameters() if p.requires_grad]}]
+    norm_biases = {
+        id(m.bias) for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None
+    }
+    biases = [p for p in net.parameters() if id(p) in norm_biases and p.requires_grad]
+    others = [p for p in net.parameters() if id(p) not in norm_biases and p.requires_grad]
+    lr, weight_decay = optimizer["lr"], optimizer.get("weight_decay", 0.0)
+    return [
+        {"params": others},
+        {"params": biases, "lr": lr * norm_bias_lr_scale, "weight_decay": weight_decay / norm_bias_lr_scale},
+    ]

@@ -63,7 +63,9 @@ class BlockNetwork(nn.Module):
     channels. ``form`` picks how each block computes its weighted convolutions (see ``cifar_lit.block``); it
     changes speed, never the result or the parameter names. ``stem`` (``{patch, eps}``, or None) puts a frozen
     whitening convolution (``cifar_lit.stem``) before the first block, whose ``in_channels`` must then be the
-    stem's ``2 * 3 * patch**2``. ``norm_momentum`` is every BatchNorm's running-statistics momentum.
+    stem's ``2 * 3 * patch**2``. ``norm_momentum`` is every BatchNorm's running-statistics momentum;
+    ``freeze_norm_weight`` keeps every BatchNorm scale at 1 (not trained, as airbench94: the convolution before
+    it already sets the scale, and weight decay then acts on the convolutions alone).
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class BlockNetwork(nn.Module):
         form: str = "concat",
         stem: Mapping[str, Any] | None = None,
         norm_momentum: float = 0.1,
+        freeze_norm_weight: bool = False,
     ) -> None:
         super().__init__()
         self.stem = WhiteningStem(in_channels, **stem) if stem else None
@@ -99,6 +102,7 @@ class BlockNetwork(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.BatchNorm2d):
                 module.momentum = norm_momentum
+                module.weight.requires_grad_(not freeze_norm_weight)
 
     def forward(self, x):
         if self.stem is not None:

@@ -150,3 +150,42 @@ def test_fast94_experiment_runs_end_to_end(synthetic_root, tmp_path):
     assert checkpoint["epoch"] == 1  # evaluated (and so checkpointed) after the last epoch only
     state = checkpoint["state_dict"]
     assert bool(state["net.stem.fitted"]) and state["net.stem.weight"].abs().sum() > 0
+
+
+SMALL_MODEL = {"blocks": [{"in_channels": 3, "out_channels": 8}, {"in_channels": 8, "out_channels": 16}]}
+
+
+def optimizer_of(optimizer: dict, scheduler: dict | None = None, **model):
+    module = BlockClassifier(model={**SMALL_MODEL, **model}, optimizer=optimizer, scheduler=scheduler)
+    return module, module.configure_optimizers()
+
+
+def test_norm_bias_lr_scale_gives_batchnorm_biases_their_own_group():
+    sgd = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.5, "weight_decay": 0.01, "norm_bias_lr_scale": 64}
+    onecycle = {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "_partial_": True, "max_lr": 0.5,
+                "total_steps": 10, "interval": "step"}  # fmt: skip
+    module, config = optimizer_of(sgd, onecycle)
+    others, biases = config["optimizer"].param_groups
+    norm_biases = [m.bias for m in module.net.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(biases["params"]) == len(norm_biases) == 4  # two blocks: a BN each and a BN on each 1x1 skip
+    assert all(any(p is b for b in norm_biases) for p in biases["params"])
+    assert len(others["params"]) + len(biases["params"]) == len(list(module.net.parameters()))
+    assert biases["weight_decay"] * biases["max_lr"] == pytest.approx(others["weight_decay"] * others["max_lr"])
+    assert biases["max_lr"] == pytest.approx(64 * others["max_lr"]) and others["max_lr"] == 0.5
+    del sgd["norm_bias_lr_scale"]
+    assert len(optimizer_of(sgd)[1]["optimizer"].param_groups) == 1
+    with pytest.raises(ConfigError, match="norm_bias_lr_scale"):
+        optimizer_of({**sgd, "norm_bias_lr_scale": 0})
+
+
+def test_frozen_norm_weights_stay_one_and_leave_the_optimizer():
+    sgd = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.5}
+    module, config = optimizer_of(sgd, freeze_norm_weight=True)
+    norms = [m for m in module.net.modules() if isinstance(m, nn.BatchNorm2d)]
+    optimized = {id(p) for group in config["optimizer"].param_groups for p in group["params"]}
+    assert all(id(m.weight) not in optimized and id(m.bias) in optimized for m in norms)
+    loss = module.net(torch.randn(4, 3, 8, 8)).logsumexp(1).sum()
+    loss.backward()
+    config["optimizer"].step()
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in norms)
+    assert all(m.weight.requires_grad for m in optimizer_of(sgd)[0].net.modules() if isinstance(m, nn.BatchNorm2d))
