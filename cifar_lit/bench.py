@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from cifar_lit.cli import build_module, instantiate, keep_freed_memory, plain
 from cifar_lit.loader import PerImageDataset
+from cifar_lit.module import build_optimizer
 from cifar_lit.network import BlockNetwork
 
 
@@ -93,7 +94,7 @@ def run_reference(cfg: DictConfig, warmup: int, steps: int) -> float:
     dataset = PerImageDataset(images, labels, datamodule.mean.tolist(), datamodule.std.tolist(), datamodule.augment)
     loader = DataLoader(dataset, cfg.data.batch_size, shuffle=True, num_workers=cfg.data.num_workers, drop_last=True)
     net = BlockNetwork(**(plain(cfg.model) | {"form": "literal"}))
-    optimizer = instantiate(cfg.optimizer)(params=net.parameters())
+    optimizer = build_optimizer(net, plain(cfg.optimizer))
     criterion = torch.nn.CrossEntropyLoss()
     step, start = 0, 0.0
     while step < warmup + steps:
@@ -126,7 +127,7 @@ def time_forms(cfg: DictConfig, steps: int, warmup: int) -> None:
                 memory_format = torch.channels_last if channels_last else torch.contiguous_format
                 net.to(memory_format=memory_format)
                 inputs = x.contiguous(memory_format=memory_format)
-                optimizer = instantiate(cfg.optimizer)(params=net.parameters())
+                optimizer = build_optimizer(net, plain(cfg.optimizer))
                 for step in range(warmup + steps):
                     if step == warmup:
                         start = time.perf_counter()

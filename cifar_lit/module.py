@@ -186,9 +186,7 @@ class BlockClassifier(L.LightningModule):
             self.log(f"{split}/acc_best", best.compute(), sync_dist=True, prog_bar=split == "val")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        config = dict(self.hparams.optimizer)
-        bias_scale = config.pop("norm_bias_lr_scale", 1.0)
-        optimizer = instantiate(config)(params=parameter_groups(self.net, config, bias_scale))
+        optimizer = build_optimizer(self.net, self.hparams.optimizer)
         if not self.hparams.scheduler:
             return {"optimizer": optimizer}
         config = dict(self.hparams.scheduler)
@@ -197,6 +195,13 @@ class BlockClassifier(L.LightningModule):
             config["total_steps"] = int(self.trainer.estimated_stepping_batches)
         scheduler = instantiate(config)(optimizer, **per_group_max_lr(config, optimizer))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+
+def build_optimizer(net: nn.Module, optimizer: dict[str, Any]) -> torch.optim.Optimizer:
+    """The optimizer config (a partial ``_target_``, plus this module's own ``norm_bias_lr_scale``) over ``net``."""
+    config = dict(optimizer)
+    norm_bias_lr_scale = config.pop("norm_bias_lr_scale", 1.0)
+    return instantiate(config)(params=parameter_groups(net, config, norm_bias_lr_scale))
 
 
 def per_group_max_lr(scheduler: dict[str, Any], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
