@@ -4,9 +4,11 @@ run end to end (small) through the train entry."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from cifar_lit.errors import ConfigError
@@ -120,6 +122,16 @@ def test_bad_tta_and_label_smoothing_are_refused():
     assert BlockClassifier(model, {"lr": 0.1}, label_smoothing=0.2).criterion.label_smoothing == 0.2
 
 
+class LastCheckpointSpy(Callback):
+    """Writes, at the start of each training epoch, whether last.ckpt exists yet (one line an epoch, into the
+    run dir: the class Hydra imports need not be the one this test module sees)."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        checkpoints = Path(trainer.checkpoint_callback.dirpath)
+        with open(checkpoints.parent / "last_ckpt_seen.txt", "a") as record:
+            record.write(f"{(checkpoints / 'last.ckpt').is_file()}\n")
+
+
 def test_fast94_experiment_runs_end_to_end(synthetic_root, tmp_path):
     """The experiment's whole recipe (stem fitted from data, SGD + warm-up/linear decay, label smoothing,
     flip + translate, one evaluation after the last epoch, TTA test), on a small network and the synthetic set."""
@@ -136,6 +148,7 @@ def test_fast94_experiment_runs_end_to_end(synthetic_root, tmp_path):
         "~callbacks.tensorboard_extras",
         "~callbacks.progress_bar",
         "~callbacks.lr_monitor",
+        "+callbacks.spy._target_=tests.test_fast94.LastCheckpointSpy",
         *synthetic_overrides(synthetic_root, tmp_path / "cache"),
         "data.val_size=0",
         "data.batch_size=64",
@@ -148,6 +161,8 @@ def test_fast94_experiment_runs_end_to_end(synthetic_root, tmp_path):
     assert recorded["test/acc_tta"] == pytest.approx(metrics["test/acc_tta"])  # run.json keeps both test numbers
     checkpoint = torch.load(next((tmp_path / "checkpoints").glob("epoch_*.ckpt")), weights_only=True)
     assert checkpoint["epoch"] == 1  # evaluated (and so checkpointed) after the last epoch only
+    seen = (tmp_path / "last_ckpt_seen.txt").read_text().split()
+    assert seen == ["False", "True"]  # but last.ckpt is written after every epoch
     state = checkpoint["state_dict"]
     assert bool(state["net.stem.fitted"]) and state["net.stem.weight"].abs().sum() > 0
 
