@@ -79,6 +79,7 @@ class BlockClassifier(L.LightningModule):
             raise ConfigError(f"optimizer.lr must be a number > 0, got {lr!r}")
         for group, node in (("optimizer", optimizer), ("scheduler", scheduler)):
             check_target(group, node)
+        check_norm_bias_lr_scale(optimizer.get("norm_bias_lr_scale", 1.0))
         self.save_hyperparameters()
         self.net = BlockNetwork(**model)
         if channels_last:
@@ -197,6 +198,11 @@ class BlockClassifier(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
 
+def check_norm_bias_lr_scale(scale: Any) -> None:
+    if not isinstance(scale, int | float) or scale <= 0:
+        raise ConfigError(f"optimizer.norm_bias_lr_scale must be a number > 0, got {scale!r}")
+
+
 def build_optimizer(net: nn.Module, optimizer: dict[str, Any]) -> torch.optim.Optimizer:
     """The optimizer config (a partial ``_target_``, plus this module's own ``norm_bias_lr_scale``) over ``net``."""
     config = dict(optimizer)
@@ -216,10 +222,8 @@ def per_group_max_lr(scheduler: dict[str, Any], optimizer: torch.optim.Optimizer
 def parameter_groups(net: nn.Module, optimizer: dict[str, Any], norm_bias_lr_scale: float) -> list[dict[str, Any]]:
     """All parameters in one group, or (``norm_bias_lr_scale`` != 1) BatchNorm biases in a second group with
     ``lr * norm_bias_lr_scale`` and ``weight_decay / norm_bias_lr_scale``, so their decay per step stays
-    ``lr * weight_decay`` (airbench94's 64x bias learning rate: the biases set the ReLU thresholds, and a BN
-    bias has a far smaller gradient than the convolution weights that feed it)."""
-    if not isinstance(norm_bias_lr_scale, int | float) or norm_bias_lr_scale <= 0:
-        raise ConfigError(f"optimizer.norm_bias_lr_scale must be a number > 0, got {norm_bias_lr_scale!r}")
+    ``lr * weight_decay`` (as airbench94, which trains them at 64x the learning rate)."""
+    check_norm_bias_lr_scale(norm_bias_lr_scale)
     if norm_bias_lr_scale == 1:
         return [{"params": [p for p in net.parameters() if p.requires_grad]}]
     norm_biases = {

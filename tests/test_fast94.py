@@ -189,8 +189,8 @@ def test_norm_bias_lr_scale_gives_batchnorm_biases_their_own_group():
     assert biases["max_lr"] == pytest.approx(64 * others["max_lr"]) and others["max_lr"] == 0.5
     del sgd["norm_bias_lr_scale"]
     assert len(optimizer_of(sgd)[1]["optimizer"].param_groups) == 1
-    with pytest.raises(ConfigError, match="norm_bias_lr_scale"):
-        optimizer_of({**sgd, "norm_bias_lr_scale": 0})
+    with pytest.raises(ConfigError, match="norm_bias_lr_scale"):  # at construction, before any data is loaded
+        BlockClassifier(model=SMALL_MODEL, optimizer={**sgd, "norm_bias_lr_scale": 0})
 
 
 def test_frozen_norm_weights_stay_one_and_leave_the_optimizer():
