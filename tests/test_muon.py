@@ -1,0 +1,108 @@
+"""cifar_lit.muon: Newton-Schulz against the SVD it approximates, SGD groups against torch.optim.SGD, filters held
+at their norm, schedulers and checkpoints seeing one optimizer."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from cifar_lit.module import BlockClassifier
+from cifar_lit.muon import Muon, orthogonalize
+
+SMALL_MODEL = {"blocks": [{"in_channels": 3, "out_channels": 8}, {"in_channels": 8, "out_channels": 16}]}
+MUON = {"_target_": "cifar_lit.muon.Muon", "_partial_": True, "lr": 0.1, "weight_decay": 1e-3, "filter_lr": 0.2}
+
+
+@pytest.mark.parametrize("shape", [(16, 72), (72, 16)])
+def test_orthogonalize_keeps_the_singular_vectors_and_flattens_the_spectrum(shape):
+    """The literal form: U V^T from the SVD. Newton-Schulz gives U S' V^T with S' near 1 (not exactly 1: the
+    coefficients trade convergence for speed), whatever the spread of the original singular values."""
+    g = torch.Generator().manual_seed(0)
+    u, _, vh = torch.linalg.svd(torch.randn(*shape, generator=g), full_matrices=False)
+    spread = torch.logspace(0, -3, min(shape))  # singular values from 1 down to 1e-3
+    matrix = u @ torch.diag(spread) @ vh
+    s_prime = u.T @ orthogonalize(matrix, steps=10) @ vh.T  # diagonal if the singular vectors are kept
+    off_diagonal = s_prime - torch.diag(torch.diagonal(s_prime))
+    assert off_diagonal.abs().max() < 1e-4
+    assert torch.diagonal(s_prime).min() > 0.6 and torch.diagonal(s_prime).max() < 1.3
+    ratio = spread.max() / spread.min()
+    assert torch.diagonal(s_prime).max() / torch.diagonal(s_prime).min() < ratio / 100
+
+
+def test_parameters_that_are_not_filters_get_torch_sgd_updates():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 5), nn.Linear(5, 3))
+    twin = copy.deepcopy(net)
+    muon = Muon(net.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True)
+    sgd = torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True)
+    assert [g["orthogonalize"] for g in muon.param_groups] == [False]  # no 4-D tensor: no filter group
+    for step in range(3):
+        x = torch.randn(8, 6, generator=torch.Generator().manual_seed(step))
+        for model, optimizer in ((net, muon), (twin, sgd)):
+            optimizer.zero_grad()
+            model(x).square().sum().backward()
+            optimizer.step()
+    for p, q in zip(net.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+
+
+def test_filters_move_but_keep_their_norm():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 8, 3)
+    start = conv.weight.detach().clone()
+    optimizer = Muon(conv.parameters(), lr=0.1, filter_lr=0.2)
+    filters = [g for g in optimizer.param_groups if g["orthogonalize"]]
+    assert len(filters) == 1 and filters[0]["params"][0] is conv.weight and filters[0]["weight_decay"] == 0
+    for _ in range(3):
+        optimizer.zero_grad()
+        conv(torch.randn(2, 4, 6, 6)).square().sum().backward()
+        optimizer.step()
+    torch.testing.assert_close(conv.weight.norm(), start.norm())
+    assert (conv.weight - start).norm() > 0.1 * start.norm()
+
+
+def test_muon_trains_the_block_network_and_resumes_from_its_state_dict():
+    onecycle = {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "_partial_": True, "max_lr": 0.1,
+                "total_steps": 40, "interval": "step"}  # fmt: skip
+    module = BlockClassifier(model=SMALL_MODEL, optimizer=MUON, scheduler=onecycle)
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    filters = [g for g in optimizer.param_groups if g["orthogonalize"]]
+    assert filters and all(p.ndim == 4 for g in filters for p in g["params"])
+    assert all(g["max_lr"] == pytest.approx(0.2) for g in filters)  # OneCycleLR peaks at filter_lr for them
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 3, 8, 8, generator=g), torch.randint(0, 10, (32,), generator=g)
+
+    def train_steps(module, optimizer, steps, scheduler=None):
+        losses = []
+        for _ in range(steps):
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(module(x), y)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            losses.append(loss.item())
+        return losses
+
+    losses = train_steps(module, optimizer, 30, scheduler)
+    assert losses[-1] < 0.7 * losses[0]
+    resumed = BlockClassifier(model=SMALL_MODEL, optimizer=MUON, scheduler=onecycle)
+    resumed.load_state_dict(module.state_dict())
+    resumed_optimizer = resumed.configure_optimizers()["optimizer"]
+    resumed_optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))  # as from disk: no shared buffers
+    train_steps(module, optimizer, 2), train_steps(resumed, resumed_optimizer, 2)
+    for p, q in zip(module.parameters(), resumed.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"lr": 0}, "lr"), ({"lr": 0.1, "filter_lr": -1}, "filter_lr"), ({"lr": 0.1, "filter_momentum": 1}, "momentum")],
+)
+def test_bad_settings_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Muon(nn.Conv2d(1, 1, 3).parameters(), **kwargs)
