@@ -24,33 +24,58 @@ from cifar_lit.errors import ConfigError
 class Augment:
     """Batch augmentation recipe. All zeros/False = no augmentation (the seed's reference runs)."""
 
-    crop_padding: int = 0  # random crop of the original size after zero-padding each side by this many pixels
-    flip: bool = False  # horizontal flip with probability 1/2
+    crop_padding: int = 0  # random crop of the original size after padding each side by this many pixels
+    flip: bool | str = False  # True: mirror with probability 1/2; "alternate": every other epoch (airbench)
     cutout: int = 0  # side of a square set to the mean colour (0 after normalisation), DeVries & Taylor 2017
+    pad_mode: str = "zeros"  # what the crop's padding holds: "zeros" (black) or "reflect" (mirrored border)
 
     def __post_init__(self) -> None:
         if self.crop_padding < 0 or self.cutout < 0:
             raise ConfigError(f"data.augment: crop_padding and cutout must be >= 0, got {self}")
+        if self.flip not in (True, False, "alternate"):
+            raise ConfigError(f"data.augment.flip must be true, false or alternate, got {self.flip!r}")
+        if self.pad_mode not in ("zeros", "reflect"):
+            raise ConfigError(f"data.augment.pad_mode must be zeros or reflect, got {self.pad_mode!r}")
 
     @property
     def active(self) -> bool:
         return bool(self.crop_padding or self.flip or self.cutout)
 
 
-def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero-pad a (B, H, W, C) uint8 batch by ``padding`` and cut a random H x W window from each image."""
+def random_crop(
+    images: torch.Tensor, padding: int, generator: torch.Generator, pad_mode: str = "zeros"
+) -> torch.Tensor:
+    """Pad a (B, H, W, C) uint8 batch by ``padding`` (zeros, or the image mirrored at its border) and cut a
+    random H x W window from each image."""
     batch, height, width, _ = images.shape
-    padded = torch.nn.functional.pad(images, (0, 0, padding, padding, padding, padding))
     dy = torch.randint(0, 2 * padding + 1, (batch, 1), device=images.device, generator=generator)
     dx = torch.randint(0, 2 * padding + 1, (batch, 1), device=images.device, generator=generator)
     rows = (dy + torch.arange(height, device=images.device))[:, :, None]
     cols = (dx + torch.arange(width, device=images.device))[:, None, :]
-    return padded[torch.arange(batch, device=images.device)[:, None, None], rows, cols]
+    if pad_mode == "reflect":  # index the unpadded image: position -1 reads row 1, H reads row H - 2
+        rows, cols = reflect_index(rows - padding, height), reflect_index(cols - padding, width)
+    else:
+        images = torch.nn.functional.pad(images, (0, 0, padding, padding, padding, padding))
+    return images[torch.arange(batch, device=images.device)[:, None, None], rows, cols]
+
+
+def reflect_index(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Positions outside [0, size) mirrored back inside, without repeating the edge (``F.pad``'s "reflect")."""
+    index = index.abs()
+    return torch.where(index >= size, 2 * (size - 1) - index, index)
 
 
 def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Mirror each (B, H, W, C) image left-right with probability 1/2."""
     flip = torch.rand(images.shape[0], device=images.device, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(2), images)
+
+
+def alternating_flip(images: torch.Tensor, flip_first: torch.Tensor, epoch: int) -> torch.Tensor:
+    """Mirror the images whose fixed coin ``flip_first`` differs from the epoch's parity: each image is seen
+    mirrored every other epoch, so any two consecutive epochs show both views (airbench's alternating flip;
+    over an odd number of epochs each image is still mirrored with probability 1/2)."""
+    flip = flip_first ^ bool(epoch % 2)
     return torch.where(flip[:, None, None, None], images.flip(2), images)
 
 
@@ -102,6 +127,8 @@ class ResidentLoader:
         self.mean, self.std = mean.to(images.device), std.to(images.device)
         self.batch_size, self.augment, self.seed = batch_size, augment, seed
         self.channels_last = channels_last
+        coins = torch.Generator().manual_seed(seed)
+        self.flip_first = (torch.rand(len(images), generator=coins) < 0.5).to(images.device)  # alternating flip
         self.sampler: DistributedSampler | EvalShard = (
             DistributedSampler(range(len(images)), num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
             if shuffle
@@ -119,13 +146,16 @@ class ResidentLoader:
         generator.manual_seed(hash((self.seed, self.sampler.epoch, self.sampler.rank)) & 0x7FFF_FFFF)
         for start in range(0, len(order), self.batch_size):
             index = order[start : start + self.batch_size]
-            yield self.make_batch(self.images[index], generator), self.labels[index]
+            yield self.make_batch(index, generator), self.labels[index]
 
-    def make_batch(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Augment and normalise one (B, H, W, C) uint8 batch."""
+    def make_batch(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Augment and normalise the (B, H, W, C) uint8 images at ``index``."""
+        images = self.images[index]
         if self.augment.crop_padding:
-            images = random_crop(images, self.augment.crop_padding, generator)
-        if self.augment.flip:
+            images = random_crop(images, self.augment.crop_padding, generator, self.augment.pad_mode)
+        if self.augment.flip == "alternate":
+            images = alternating_flip(images, self.flip_first[index], self.sampler.epoch)
+        elif self.augment.flip:
             images = random_flip(images, generator)
         x = normalize(images, self.mean, self.std, self.channels_last)
         if self.augment.cutout:
@@ -161,13 +191,14 @@ class PerImageDataset(Dataset):
     def __init__(self, images: np.ndarray, labels: np.ndarray, mean, std, augment: Augment = Augment()) -> None:
         self.images, self.labels = images, labels
         steps: list = []
+        if augment.cutout or augment.flip == "alternate":
+            raise ValueError("PerImageDataset has no cutout or alternating flip; use the resident loader")
         if augment.crop_padding:
-            steps.append(transforms.RandomCrop(images.shape[1], padding=augment.crop_padding))
+            padding_mode = {"zeros": "constant", "reflect": "reflect"}[augment.pad_mode]
+            steps.append(transforms.RandomCrop(images.shape[1], augment.crop_padding, padding_mode=padding_mode))
         if augment.flip:
             steps.append(transforms.RandomHorizontalFlip())
         steps += [transforms.ToTensor(), transforms.Normalize(list(mean), list(std))]
-        if augment.cutout:
-            raise ValueError("PerImageDataset has no cutout; use the resident loader")
         self.transform = transforms.Compose(steps)
 
     def __len__(self) -> int:

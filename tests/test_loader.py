@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
+import torch.nn.functional as F
 
-from cifar_lit.loader import Augment, PerImageDataset, ResidentLoader
+from cifar_lit.errors import ConfigError
+from cifar_lit.loader import Augment, PerImageDataset, ResidentLoader, random_crop
 
 MEAN, STD = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.25, 0.2, 0.3])
 
@@ -92,3 +95,36 @@ def test_same_epoch_same_augmentation():
     b = next(iter(loader))[0]
     torch.testing.assert_close(a, b)  # a resumed epoch replays exactly
     assert (a == 0).any()  # cutout zeroed something
+
+
+def test_reflect_padding_is_torch_pad_reflect():
+    """The literal form: F.pad(mode="reflect") then slicing, against random_crop's index arithmetic."""
+    images = torch.randint(0, 256, (16, 32, 32, 3), dtype=torch.uint8)
+    cropped = random_crop(images, 4, torch.Generator().manual_seed(1), pad_mode="reflect")
+    offsets = torch.Generator().manual_seed(1)  # the same draws: dy, then dx
+    dy, dx = (torch.randint(0, 9, (16, 1), generator=offsets) for _ in range(2))
+    padded = F.pad(images.permute(0, 3, 1, 2).float(), (4, 4, 4, 4), mode="reflect")
+    windows = zip(padded, dy.flatten(), dx.flatten(), strict=True)
+    expected = torch.stack([p[:, y : y + 32, x : x + 32] for p, y, x in windows])
+    torch.testing.assert_close(cropped.permute(0, 3, 1, 2).float(), expected)
+    assert not torch.equal(cropped, random_crop(images, 4, torch.Generator().manual_seed(1)))  # zeros differ
+
+
+def test_alternating_flip_mirrors_each_image_every_other_epoch():
+    n = 400
+    images = torch.from_numpy(np.repeat(gradient_image()[None], n, axis=0))
+    loader = ResidentLoader(images, torch.arange(n), MEAN, STD, 64, Augment(flip="alternate"), shuffle=True, seed=2)
+    flipped = []
+    for epoch in range(3):
+        loader.sampler.set_epoch(epoch)
+        batches = list(loader)
+        order = torch.cat([y for _, y in batches]).argsort()
+        flipped.append(torch.from_numpy(offsets_and_flips(torch.cat([x for x, _ in batches])[order])[1]))
+    assert abs(flipped[0].float().mean() - 0.5) < 0.1  # half of the images start mirrored
+    assert torch.equal(flipped[1], ~flipped[0]) and torch.equal(flipped[2], flipped[0])
+
+
+def test_bad_augment_values_are_refused():
+    for bad in ({"flip": "sometimes"}, {"pad_mode": "wrap"}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            Augment(**bad)
