@@ -5,9 +5,9 @@ semi-orthogonal matrix: the update, viewed as a (C_out, C_in * k * k) matrix U S
 (Newton-Schulz iterations, no SVD), so every direction of the filter moves at the same rate. Because a BatchNorm
 follows every filter here, only a filter's direction matters: its norm is held at its first value instead of
 being decayed, and ``filter_lr`` is a step relative to a filter's (root-mean-square) norm, as in airbench94,
-whose filters have norm 1. ``torch.optim.Muon`` takes 2-D parameters only and needs a second optimizer for the rest; this
-one takes every parameter, so Lightning's automatic optimisation, the lr schedulers (one ``lr`` per group) and
-the checkpoints see a single optimizer.
+whose filters have norm 1. ``torch.optim.Muon`` takes 2-D parameters only and needs a second optimizer for the
+rest; this one takes every parameter, so Lightning's automatic optimisation, the lr schedulers (one ``lr`` per
+group) and the checkpoints see a single optimizer.
 
 Parameter groups: each group passed in is split into its 4-D tensors (the filters: ``filter_lr``,
 ``filter_momentum``, orthogonalised, norm held, no weight decay) and the rest (``lr``, ``momentum``,

@@ -131,10 +131,22 @@ class LastCheckpointSpy(Callback):
         with open(checkpoints.parent / "last_ckpt_seen.txt", "a") as record:
             record.write(f"{(checkpoints / 'last.ckpt').is_file()}\n")
 
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self._record(trainer, "validation")
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        self._record(trainer, "test")
+
+    def _record(self, trainer, stage: str) -> None:
+        """The test split's loss as evaluated in the fit loop (EMA weights swapped in) and by the final test."""
+        with open(Path(trainer.checkpoint_callback.dirpath).parent / "test_loss_seen.txt", "a") as record:
+            record.write(f"{stage} {float(trainer.callback_metrics['test/loss'])}\n")
+
 
 def test_fast94_experiment_runs_end_to_end(synthetic_root, tmp_path):
-    """The experiment's whole recipe (stem fitted from data, SGD + warm-up/linear decay, label smoothing,
-    flip + translate, one evaluation after the last epoch, TTA test), on a small network and the synthetic set."""
+    """The experiment's whole recipe (stem fitted from data, Muon + warm-up/linear decay, label smoothing,
+    alternating flip + reflected translation, EMA, one evaluation after the last epoch, TTA test), on a small
+    network and the synthetic set."""
     small = (
         "[{in_channels:24,out_channels:16,pool:true},{in_channels:16,out_channels:16,pool:true},"
         "{in_channels:16,out_channels:16,pool:true}]"
@@ -163,6 +175,8 @@ def test_fast94_experiment_runs_end_to_end(synthetic_root, tmp_path):
     assert checkpoint["epoch"] == 1  # evaluated (and so checkpointed) after the last epoch only
     seen = (tmp_path / "last_ckpt_seen.txt").read_text().split()
     assert seen == ["False", "True"]  # but last.ckpt is written after every epoch
+    losses = dict(line.split() for line in (tmp_path / "test_loss_seen.txt").read_text().splitlines())  # last wins
+    assert float(losses["test"]) == pytest.approx(float(losses["validation"]), rel=1e-5)  # the test measures EMA too
     state = checkpoint["state_dict"]
     assert bool(state["net.stem.fitted"]) and state["net.stem.weight"].abs().sum() > 0
 
