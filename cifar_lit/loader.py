@@ -67,15 +67,18 @@ def reflect_index(index: torch.Tensor, size: int) -> torch.Tensor:
 
 def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Mirror each (B, H, W, C) image left-right with probability 1/2."""
-    flip = torch.rand(images.shape[0], device=images.device, generator=generator) < 0.5
-    return torch.where(flip[:, None, None, None], images.flip(2), images)
+    return mirror(images, torch.rand(images.shape[0], device=images.device, generator=generator) < 0.5)
 
 
 def alternating_flip(images: torch.Tensor, flip_first: torch.Tensor, epoch: int) -> torch.Tensor:
     """Mirror the images whose fixed coin ``flip_first`` differs from the epoch's parity: each image is seen
     mirrored every other epoch, so any two consecutive epochs show both views (airbench's alternating flip;
     over an odd number of epochs each image is still mirrored with probability 1/2)."""
-    flip = flip_first ^ bool(epoch % 2)
+    return mirror(images, flip_first ^ bool(epoch % 2))
+
+
+def mirror(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Mirror left-right the (B, H, W, C) images where the (B,) bool ``flip`` is set."""
     return torch.where(flip[:, None, None, None], images.flip(2), images)
 
 

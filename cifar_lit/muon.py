@@ -115,7 +115,7 @@ class Muon(torch.optim.Optimizer):
             return
         if "norm" not in state:
             state["norm"] = p.norm()
-        row_norm = float(state["norm"]) / p.shape[0] ** 0.5  # root-mean-square norm of one output filter
+        row_norm = state["norm"] / p.shape[0] ** 0.5  # root-mean-square norm of one output filter (a tensor: no sync)
         update = orthogonalize(update.flatten(1), self.ns_steps).view_as(p).to(p.dtype)
-        p.add_(update, alpha=-group["lr"] * row_norm)
+        p.sub_(update.mul_(group["lr"] * row_norm))
         p.mul_(state["norm"] / p.norm())
