@@ -8,6 +8,7 @@
 Each measurement runs in its own subprocess (so peak memory is that path's alone), alternating reference and
 project for ``--rounds`` pairs; a run times ``--steps`` optimizer steps after ``--warmup`` steps, data loading
 included. The median of each path is reported; the last line is ``speedup: X.XX`` (project / reference images/s).
+On a machine with a GPU both paths train there (the reference copies each batch from its DataLoader to it).
 """
 
 from __future__ import annotations
@@ -48,6 +49,16 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a host clock read after it times the work itself."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class StepTimer(Callback):
     """Wall time from the start of step ``warmup`` to the end of the last step."""
 
@@ -56,9 +67,12 @@ class StepTimer(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.warmup:
+            synchronize(pl_module.device)
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == trainer.max_steps:
+            synchronize(pl_module.device)
         self.end = time.perf_counter()
 
 
@@ -86,21 +100,25 @@ def run_project(cfg: DictConfig, warmup: int, steps: int) -> float:
 
 
 def run_reference(cfg: DictConfig, warmup: int, steps: int) -> float:
-    """Seconds for ``steps`` steps of the seed-style loop: literal block, fp32, NCHW, per-image DataLoader."""
+    """Seconds for ``steps`` steps of the seed-style loop: literal block, fp32, NCHW, per-image DataLoader (each
+    batch copied to the GPU when there is one)."""
     torch.manual_seed(0)
+    device = default_device()
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     images, labels = datamodule.splits["train"]
     dataset = PerImageDataset(images, labels, datamodule.mean.tolist(), datamodule.std.tolist(), datamodule.augment)
     loader = DataLoader(dataset, cfg.data.batch_size, shuffle=True, num_workers=cfg.data.num_workers, drop_last=True)
-    net = BlockNetwork(**(plain(cfg.model) | {"form": "literal"}))
+    net = BlockNetwork(**(plain(cfg.model) | {"form": "literal"})).to(device)
     optimizer = build_optimizer(net, plain(cfg.optimizer))
     criterion = torch.nn.CrossEntropyLoss()
     step, start = 0, 0.0
     while step < warmup + steps:
         for x, y in loader:
             if step == warmup:
+                synchronize(device)
                 start = time.perf_counter()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss = criterion(net(x), y)
             optimizer.zero_grad()
             loss.backward()
@@ -108,16 +126,20 @@ def run_reference(cfg: DictConfig, warmup: int, steps: int) -> float:
             step += 1
             if step == warmup + steps:
                 break
+    synchronize(device)
     return time.perf_counter() - start
 
 
 def time_forms(cfg: DictConfig, steps: int, warmup: int) -> None:
-    """Model-only training steps/s of every block form x precision x memory format (synthetic batch, no data)."""
+    """Model-only training images/s of every block form x precision x memory format (synthetic batch, no data),
+    on the GPU when there is one, else on the CPU: the fastest form depends on the device."""
     from cifar_lit.block import BLOCK_FORMS
 
     keep_freed_memory(cfg.get("keep_freed_memory", True))  # as training does, for every cell alike
+    device = default_device()
     batch = cfg.data.batch_size
-    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    x, y = torch.randn(batch, 3, 32, 32, device=device), torch.randint(0, 10, (batch,), device=device)
+    print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, batch {batch}")
     print(f"{'form':10s} {'precision':9s} {'layout':13s} images/s")
     for form in BLOCK_FORMS:
         for bf16 in (False, True):
@@ -125,17 +147,19 @@ def time_forms(cfg: DictConfig, steps: int, warmup: int) -> None:
                 torch.manual_seed(0)
                 net = BlockNetwork(**(plain(cfg.model) | {"form": form}))
                 memory_format = torch.channels_last if channels_last else torch.contiguous_format
-                net.to(memory_format=memory_format)
+                net.to(device, memory_format=memory_format)
                 inputs = x.contiguous(memory_format=memory_format)
                 optimizer = build_optimizer(net, plain(cfg.optimizer))
                 for step in range(warmup + steps):
                     if step == warmup:
+                        synchronize(device)
                         start = time.perf_counter()
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                         loss = torch.nn.functional.cross_entropy(net(inputs).float(), y)
                     optimizer.zero_grad()
                     loss.backward()
                     optimizer.step()
+                synchronize(device)
                 rate = steps * batch / (time.perf_counter() - start)
                 layout = "channels_last" if channels_last else "NCHW"
                 print(f"{form:10s} {'bf16' if bf16 else 'fp32':9s} {layout:13s} {rate:8.1f}", flush=True)
@@ -194,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps per run")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--rounds", type=int, default=2, help="reference/project pairs, alternated")
-    parser.add_argument("--forms", action="store_true", help="time the block forms (model only, CPU) instead")
+    parser.add_argument("--forms", action="store_true", help="time the block forms (model only; GPU if any) instead")
     parser.add_argument("--eval-batches", help="time evaluation at these batch sizes instead, e.g. 64,128,500")
     parser.add_argument("--worker", choices=["reference", "project"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
