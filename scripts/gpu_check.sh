@@ -24,7 +24,7 @@ lightning.__version__, 'torchvision', torchvision.__version__, 'hydra', hydra.__
 nproc | sed 's/^/cpu cores: /' | tee -a "$OUT/gpu.txt"
 
 echo "== 1. data ($(elapsed) s)"
-python3 scripts/carry_cifar.py unpack .gpu_p0 .gpu_p1 .gpu_p2 --root /tmp/cifar10 || exit 1
+python3 scripts/carry_cifar.py unpack ${PARTS:-.gpu_p0 .gpu_p1 .gpu_p2} --root /tmp/cifar10 || exit 1
 
 echo "== 2. block forms ($(elapsed) s)"
 timeout 60 python3 -m cifar_lit.bench --forms model=fast94 data.batch_size=512 --steps 20 --warmup 5 \
