@@ -72,7 +72,10 @@ def pack(root: str, out_dir: str, parts: int, cache_dir: str) -> None:
 
 def unpack(part_dirs: list[str], root: str, cache_dir: str, expected: dict[str, str] = PUBLISHED_SHA256) -> None:
     files = sorted((f for d in part_dirs for f in Path(d).glob("part*.xz")), key=lambda f: int(f.stem[4:]))
-    labels_file = next(f for d in part_dirs for f in Path(d).glob("labels.npz"))
+    labels_files = [f for d in part_dirs for f in Path(d).glob("labels.npz")]
+    if not files or not labels_files:
+        raise SystemExit(f"{part_dirs}: expected part*.xz files and one labels.npz (written by `pack`)")
+    labels_file = labels_files[0]
     with ProcessPoolExecutor(len(files)) as pool:
         images = np.concatenate(list(pool.map(decode, [f.read_bytes() for f in files])))
     with np.load(labels_file) as labels:
