@@ -52,6 +52,11 @@ def git_state(repo: Path) -> dict[str, Any]:
         return {"commit": None, "dirty": None}
 
 
+# The code a process runs is the code it imported: take the commit when this module is imported, not when a run's
+# fit starts, so the jobs of a multirun sweep that outlives a commit name the code they ran, not the new HEAD.
+CODE_STATE = git_state(Path(__file__).resolve().parent)
+
+
 def package_versions() -> dict[str, str | None]:
     """Python's version and the installed version of each package that decides a run's numbers (None: absent)."""
     versions: dict[str, str | None] = {"python": platform.python_version()}
@@ -176,7 +181,7 @@ class RunProvenance(Callback):
             "command": reproduce_command(),
             "tags": list(cfg.get("tags") or []) if cfg is not None else [],
             "seed": cfg.get("seed") if cfg is not None else None,
-            "git": git_state(Path(__file__).resolve().parent),
+            "git": dict(CODE_STATE),
             "versions": package_versions(),
             "device": device_info(trainer),
             "data": datamodule.source_info() if hasattr(datamodule, "source_info") else None,

@@ -207,6 +207,17 @@ def test_norm_bias_lr_scale_gives_batchnorm_biases_their_own_group():
         BlockClassifier(model=SMALL_MODEL, optimizer={**sgd, "norm_bias_lr_scale": 0})
 
 
+def test_head_lr_scale_gives_the_classifier_its_own_group():
+    sgd = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.5, "weight_decay": 0.01}
+    module, config = optimizer_of({**sgd, "head_lr_scale": 0.25, "norm_bias_lr_scale": 8})
+    others, biases, head = config["optimizer"].param_groups
+    assert [id(p) for p in head["params"]] == [id(p) for p in module.net.classifier.parameters()]
+    assert head["lr"] == 0.125 and head["weight_decay"] == pytest.approx(0.04) and biases["lr"] == 4.0
+    assert len(others["params"]) + len(biases["params"]) + len(head["params"]) == len(list(module.net.parameters()))
+    with pytest.raises(ConfigError, match="head_lr_scale"):
+        BlockClassifier(model=SMALL_MODEL, optimizer={**sgd, "head_lr_scale": -1})
+
+
 def test_frozen_norm_weights_stay_one_and_leave_the_optimizer():
     sgd = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.5}
     module, config = optimizer_of(sgd, freeze_norm_weight=True)

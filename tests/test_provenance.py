@@ -10,16 +10,19 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from google.protobuf import struct_pb2
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
+from cifar_lit import provenance
 from cifar_lit.cli import build_module
 from cifar_lit.data import cache_file, source_fingerprint
 from cifar_lit.provenance import RUN_FILE
@@ -198,3 +201,18 @@ def test_debug_config_runs(debug, synthetic_root, tmp_path):
         fit_report = (tmp_path / "profiler" / "fit-profile.txt").read_text()
         assert "FIT Profiler Report" in fit_report and "run_training_epoch" in fit_report
         assert "TEST Profiler Report" in (tmp_path / "profiler" / "test-profile.txt").read_text()
+
+
+def test_run_json_names_the_commit_the_process_imported(monkeypatch, tmp_path):
+    """A multirun sweep imports the code once; a commit made while it runs must not be credited to later jobs."""
+    def git_state_now(repo):
+        raise AssertionError("git asked again when fit starts")
+
+    monkeypatch.setattr(provenance, "git_state", git_state_now)
+    monkeypatch.setattr(provenance, "CODE_STATE", {"commit": "at-import", "dirty": False})
+    trainer = SimpleNamespace(
+        datamodule=None, strategy=SimpleNamespace(root_device=torch.device("cpu")), num_devices=1, num_nodes=1,
+        precision="bf16-mixed",
+    )  # fmt: skip
+    record = provenance.RunProvenance(tmp_path).describe(trainer, torch.nn.Linear(2, 2))
+    assert record["git"] == {"commit": "at-import", "dirty": False}
