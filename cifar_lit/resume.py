@@ -35,6 +35,11 @@ from cifar_lit.checkpoint import CheckpointError, existing_file, read_checkpoint
 log = logging.getLogger(__name__)
 
 
+def writes_last(callback: ModelCheckpoint) -> bool:
+    """The callback writes ``last.ckpt``: with ``save_last``, or as a monitor-less checkpoint named ``last``."""
+    return bool(callback.save_last) or callback.filename == callback.CHECKPOINT_NAME_LAST
+
+
 def last_checkpoint(callback: ModelCheckpoint) -> Path:
     return Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
 
@@ -102,13 +107,14 @@ class InterruptCheckpoint(Callback):
             return
         name = "SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT"
         for callback in trainer.checkpoint_callbacks:
-            if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
+            if isinstance(callback, ModelCheckpoint) and writes_last(callback) and callback.dirpath:
                 path = last_checkpoint(callback)
                 trainer.save_checkpoint(path, weights_only=False)
                 if trainer.is_global_zero:
                     log.warning(
                         "%s at epoch %d, step %d: saved %s", name, trainer.current_epoch, trainer.global_step, path
                     )
+                return
 
 
 def rng_states() -> dict[str, Any]:

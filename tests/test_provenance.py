@@ -205,6 +205,7 @@ def test_debug_config_runs(debug, synthetic_root, tmp_path):
 
 def test_run_json_names_the_commit_the_process_imported(monkeypatch, tmp_path):
     """A multirun sweep imports the code once; a commit made while it runs must not be credited to later jobs."""
+
     def git_state_now(repo):
         raise AssertionError("git asked again when fit starts")
 

@@ -178,3 +178,16 @@ def test_resume_without_a_last_checkpoint_names_the_missing_file(synthetic_root,
     result = run(overrides(synthetic_root, tmp_path / "cache", tmp_path / "fresh", "ckpt_path=last"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"{tmp_path / 'fresh' / 'checkpoints' / 'last.ckpt'}" in result.stderr and "hydra.run.dir" in result.stderr
+
+
+@pytest.mark.slow
+def test_last_checkpoint_is_the_latest_epoch_even_when_the_best_did_not_change(synthetic_root, tmp_path):
+    """ModelCheckpoint's own save_last writes last.ckpt only when a best checkpoint is saved: a run whose monitored
+    metric stops improving would resume from its best epoch, not its latest. Here the "best" (val/acc_best, which
+    never decreases, in mode min) is saved after epoch 1 only."""
+    run_dir = tmp_path / "run"
+    extra = ["trainer.max_epochs=2", "monitor=val/acc_best", "callbacks.model_checkpoint.mode=min"]
+    result = run(overrides(synthetic_root, tmp_path / "cache", run_dir, *extra))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
+    assert checkpoint_epoch(run_dir / "checkpoints" / "last.ckpt") == 1
