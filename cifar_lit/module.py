@@ -226,8 +226,8 @@ def parameter_groups(net: nn.Module, optimizer: dict[str, Any], scales: dict[str
     """All parameters in one group, plus a group of their own for the BatchNorm biases (``norm_bias_lr_scale``)
     and for the classifier's parameters (``head_lr_scale``) when their scale is not 1. A group with scale s gets
     ``lr * s`` and ``weight_decay / s``, so its decay per step stays ``lr * weight_decay`` (airbench94 trains the
-    BatchNorm biases at 64x and its head at 13x the lr of its other SGD parameters)."""
-    check_lr_scales(scales)
+    BatchNorm biases at 64x and its head at 13x the lr of its other SGD parameters). The scales are checked when
+    the module is built (``check_lr_scales``)."""
     members = {
         "norm_bias_lr_scale": {
             id(m.bias) for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None
