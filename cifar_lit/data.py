@@ -277,6 +277,8 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.channels_last, self.download, self.seed = channels_last, download, seed
         self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.sources: dict[str, SplitSource] = {}  # train / test: filled by setup
+        # splits prepare_data() decoded in this process, for setup() to take instead of reading them again
+        self._prepared: dict[str, tuple[np.ndarray, np.ndarray, SplitSource]] = {}
         # per-channel mean and std (0-1 scale) of the training set: set by setup(), or by load_state_dict()
         self.mean: torch.Tensor | None = None
         self.std: torch.Tensor | None = None
@@ -295,16 +297,19 @@ class CIFAR10DataModule(L.LightningDataModule):
         return (["val"] if self.val_size else []) + (["test"] if self.test_every_epoch or not self.val_size else [])
 
     def prepare_data(self) -> None:
-        """Decode and cache both splits once (rank 0 only under DDP)."""
+        """Decode and cache both splits once (rank 0 only under DDP); setup() in this process then reuses them."""
         for split in ("train", "test"):
-            load_split(self.root, split, self.cache_dir, self.download)
+            self._prepared[split] = load_split_with_source(self.root, split, self.cache_dir, self.download)
+
+    def _load(self, split: str) -> tuple[np.ndarray, np.ndarray, SplitSource]:
+        """What prepare_data() decoded here, or (another DDP rank, or no prepare_data) the split through the cache."""
+        prepared = self._prepared.pop(split, None)
+        return prepared or load_split_with_source(self.root, split, self.cache_dir, self.download)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        train_images, train_labels, self.sources["train"] = load_split_with_source(
-            self.root, "train", self.cache_dir, self.download
-        )
+        train_images, train_labels, self.sources["train"] = self._load("train")
         if self.mean is None:  # a checkpoint's statistics (load_state_dict) win: the model was trained on them
             self.mean, self.std = channel_stats(train_images)
         train_index, val_index = split_train_val(train_labels, self.val_size, self.split_seed)
@@ -312,9 +317,7 @@ class CIFAR10DataModule(L.LightningDataModule):
             train_index = balanced_subset(train_index, train_labels, min(self.subset, len(train_index)), 0)
         self.splits["train"] = (train_images[train_index], train_labels[train_index])
         self.splits["val"] = (train_images[val_index], train_labels[val_index])
-        test_images, test_labels, self.sources["test"] = load_split_with_source(
-            self.root, "test", self.cache_dir, self.download
-        )
+        test_images, test_labels, self.sources["test"] = self._load("test")
         self.splits["test"] = (test_images, test_labels)
 
     def state_dict(self) -> dict[str, list[float]]:

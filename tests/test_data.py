@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cifar_lit import data
 from cifar_lit.data import CLASSES, CIFAR10DataModule, cache_file, describe_split, load_split
 from cifar_lit.errors import DataError
 from tests.conftest import REAL_DATA
@@ -65,6 +66,20 @@ def test_datamodule_splits_and_normalises(synthetic_root, tmp_path):
     everything = torch.cat([b[0] for b in dm._loader("train", train=False)])
     assert everything.mean().abs() < 0.15  # normalised with the training mean/std (val excluded, hence not 0)
     assert dm.eval_splits == ["val"]
+
+
+def test_setup_reuses_what_prepare_data_decoded(synthetic_root, tmp_path, monkeypatch):
+    calls = []
+    real = data.load_split_with_source
+    monkeypatch.setattr(data, "load_split_with_source", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    dm = CIFAR10DataModule(root=str(synthetic_root), cache_dir=str(tmp_path), val_size=100)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert calls == ["train", "test"]  # each split read once, not again by setup
+    assert len(dm.splits["train"][1]) == 300 and dm.sources["test"].sha256 is not None
+    other_rank = CIFAR10DataModule(root=str(synthetic_root), cache_dir=str(tmp_path), val_size=100)
+    other_rank.setup("fit")  # no prepare_data in this process (a DDP rank > 0): reads through the cache
+    assert calls[2:] == ["train", "test"] and other_rank.sources == dm.sources
 
 
 def test_balanced_subset(synthetic_root, tmp_path):
