@@ -195,6 +195,8 @@ class BlockClassifier(L.LightningModule):
         interval = config.pop("interval", "epoch")
         if "total_steps" in config and config["total_steps"] is None:
             config["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        if isinstance(config.get("pct_start"), int):  # `scheduler.pct_start=0` parses as an int, which
+            config["pct_start"] = float(config["pct_start"])  # OneCycleLR rejects ("Expected float ...")
         scheduler = instantiate(config)(optimizer, **per_group_max_lr(config, optimizer))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 

@@ -207,6 +207,14 @@ def test_norm_bias_lr_scale_gives_batchnorm_biases_their_own_group():
         BlockClassifier(model=SMALL_MODEL, optimizer={**sgd, "norm_bias_lr_scale": 0})
 
 
+def test_an_integer_warmup_fraction_from_the_command_line_is_accepted():
+    sgd = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.5}
+    onecycle = {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "_partial_": True, "max_lr": 0.5,
+                "total_steps": 10, "pct_start": 0, "div_factor": 1, "interval": "step"}  # fmt: skip
+    _, config = optimizer_of(sgd, onecycle)  # `scheduler.pct_start=0` arrives as the int 0
+    assert config["optimizer"].param_groups[0]["lr"] == pytest.approx(0.5, rel=0.05)  # no warm-up: at the peak
+
+
 def test_head_lr_scale_gives_the_classifier_its_own_group():
     sgd = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.5, "weight_decay": 0.01}
     module, config = optimizer_of({**sgd, "head_lr_scale": 0.25, "norm_bias_lr_scale": 8})
