@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader
 
 from cifar_lit.errors import ConfigError, DataError
-from cifar_lit.loader import Augment, PerImageDataset, ResidentLoader
+from cifar_lit.loader import Augment, PerImageDataset, ResidentLoader, eval_sampler
 
 log = logging.getLogger(__name__)
 
@@ -337,10 +337,12 @@ class CIFAR10DataModule(L.LightningDataModule):
         images, labels = self.splits[split]
         augment = self.augment if train else Augment()
         batch_size = self.batch_size if train else self.eval_batch_size
-        if self.loader == "torch":
-            dataset = PerImageDataset(images, labels, self.mean.tolist(), self.std.tolist(), augment)
-            return DataLoader(dataset, batch_size, shuffle=train, num_workers=self.num_workers)
         trainer = self.trainer
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        if self.loader == "torch":  # training: Lightning puts in a DistributedSampler under DDP
+            dataset = PerImageDataset(images, labels, self.mean.tolist(), self.std.tolist(), augment)
+            sampler = None if train else eval_sampler(len(dataset), rank, world_size)
+            return DataLoader(dataset, batch_size, shuffle=train, sampler=sampler, num_workers=self.num_workers)
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         return ResidentLoader(
             torch.from_numpy(images).to(device),
@@ -351,8 +353,8 @@ class CIFAR10DataModule(L.LightningDataModule):
             augment,
             shuffle=train,
             seed=self.seed,
-            rank=trainer.global_rank if trainer is not None else 0,
-            world_size=trainer.world_size if trainer is not None else 1,
+            rank=rank,
+            world_size=world_size,
             channels_last=self.channels_last,
         )
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from PIL import Image
-from torch.utils.data import Dataset, DistributedSampler, Sampler
+from torch.utils.data import Dataset, DistributedSampler
 from torchvision import transforms
 
 from cifar_lit.errors import ConfigError
@@ -106,7 +107,7 @@ class ResidentLoader:
 
     Shuffling and sharding are a ``DistributedSampler``'s, so under DDP each rank sees its own shard of every
     epoch, and Lightning calls ``sampler.set_epoch`` at each epoch start. Unshuffled (evaluation) splits are
-    sharded by ``EvalShard`` instead, which never repeats an image. Augmentation draws from a generator
+    sharded by ``eval_sampler`` instead, which never repeats an image. Augmentation draws from a generator
     seeded by (seed, epoch, rank): an epoch is the same whether the run was resumed or not.
     """
 
@@ -132,10 +133,10 @@ class ResidentLoader:
         self.channels_last = channels_last
         coins = torch.Generator().manual_seed(seed)
         self.flip_first = (torch.rand(len(images), generator=coins) < 0.5).to(images.device)  # alternating flip
-        self.sampler: DistributedSampler | EvalShard = (
+        self.sampler: DistributedSampler = (
             DistributedSampler(range(len(images)), num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
             if shuffle
-            else EvalShard(len(images), rank, world_size)
+            else eval_sampler(len(images), rank, world_size)
         )
         self.batch_sampler = None  # Lightning inspects .sampler/.batch_sampler as on a DataLoader
 
@@ -166,26 +167,15 @@ class ResidentLoader:
         return x
 
 
-class EvalShard(Sampler[int]):
+def eval_sampler(size: int, rank: int = 0, world_size: int = 1) -> UnrepeatedDistributedSampler:
     """Rank ``rank``'s share of an evaluation split: every ``world_size``-th image from ``rank`` on, in order.
 
     A ``DistributedSampler`` pads the split to a multiple of ``world_size`` by repeating images, so a metric synced
-    over the ranks would count those twice; here the shards may differ in size by one and the synced accuracy is
-    exactly that of one process. (Evaluation has no per-batch collective, so ranks may run unequal batch counts.)
+    over the ranks would count those twice; Lightning's unrepeated sampler lets the shards differ in size by one,
+    and the synced accuracy is exactly that of one process. (Evaluation has no per-batch collective, so ranks may
+    run unequal batch counts.) Being a ``DistributedSampler``, Lightning leaves it in place in a ``DataLoader``.
     """
-
-    def __init__(self, size: int, rank: int = 0, world_size: int = 1) -> None:
-        self.indices = range(rank, size, world_size)
-        self.rank, self.epoch = rank, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
+    return UnrepeatedDistributedSampler(range(size), num_replicas=world_size, rank=rank, shuffle=False)
 
 
 class PerImageDataset(Dataset):

@@ -11,7 +11,7 @@ import pytest
 
 from cifar_lit.checkpoint import load_module
 from cifar_lit.cli import instantiate
-from cifar_lit.loader import EvalShard
+from cifar_lit.loader import eval_sampler
 from tests.conftest import compose_train, synthetic_overrides
 from tests.test_train import run, scalars
 
@@ -40,10 +40,10 @@ def files_by_folder(root: Path, pattern: str) -> set[Path]:
 
 
 def test_eval_shards_cover_the_split_once():
-    for size in (101, 100, 1):
-        shards = [list(EvalShard(size, rank, 2)) for rank in range(2)]
+    for size in (101, 100, 2):
+        shards = [list(eval_sampler(size, rank, 2)) for rank in range(2)]
         assert sorted(shards[0] + shards[1]) == list(range(size))
-        assert [len(EvalShard(size, rank, 2)) for rank in range(2)] == [len(s) for s in shards]
+        assert [len(eval_sampler(size, rank, 2)) for rank in range(2)] == [len(s) for s in shards]
 
 
 @pytest.mark.slow
@@ -58,12 +58,28 @@ def test_ddp_cpu_run_has_one_run_dir_and_the_exact_synced_accuracy(synthetic_roo
     assert files_by_folder(logs, "config.yaml") == {run_dir / ".hydra"}  # rank 1 writes no .hydra/
     logged = scalars(run_dir)["val/acc"]
     assert len(logged) == 2
+    assert single_process_val_acc(run_dir, synthetic_root, tmp_path) == pytest.approx(logged[-1], abs=1e-6)
 
-    cfg = compose_train([f"model.blocks={TINY}", *data_overrides(synthetic_root, tmp_path / "cache")], tmp_path)
-    module = load_module(run_dir / "checkpoints" / "last.ckpt")  # saved at the end of the last epoch
+
+@pytest.mark.slow
+def test_ddp_cpu_with_the_per_image_dataloader_counts_each_evaluation_image_once(synthetic_root, tmp_path):
+    logs, loader = tmp_path / "logs", "data.loader=torch"  # Lightning would shard it with a padding sampler
+    overrides = [*ddp_overrides(synthetic_root, tmp_path / "cache"), "trainer.max_epochs=1", loader]
+    result = run("cifar_lit.train", *overrides, f"paths.log_dir={logs}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = next((logs / "runs").iterdir())
+    (logged,) = scalars(run_dir)["val/acc"]
+    assert single_process_val_acc(run_dir, synthetic_root, tmp_path, loader) == pytest.approx(logged, abs=1e-6)
+
+
+def single_process_val_acc(run_dir: Path, synthetic_root: Path, tmp_path: Path, *overrides: str) -> float:
+    """The validation accuracy of the run's last checkpoint (saved at the end of the last epoch) in one process:
+    what the ranks' synced accuracy must equal (1/101 apart would be one image counted twice)."""
+    data = data_overrides(synthetic_root, tmp_path / "cache")
+    cfg = compose_train([f"model.blocks={TINY}", *data, *overrides], tmp_path)
+    module = load_module(run_dir / "checkpoints" / "last.ckpt")
     trainer = L.Trainer(accelerator="cpu", devices=1, precision=32, logger=False, enable_progress_bar=False)
-    single = trainer.validate(module, datamodule=instantiate(cfg.data), verbose=False)[0]["val/acc"]
-    assert single == pytest.approx(logged[-1], abs=1e-6)  # 1/101 apart would be one image
+    return trainer.validate(module, datamodule=instantiate(cfg.data), verbose=False)[0]["val/acc"]
 
 
 @pytest.mark.slow
