@@ -26,10 +26,19 @@ import torch
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
-def orthogonalize(matrix: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
-    """Approximately U V^T for ``matrix`` = U S V^T, by ``steps`` Newton-Schulz iterations (in float32)."""
+NS_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def orthogonalize(
+    matrix: torch.Tensor, steps: int = 5, eps: float = 1e-7, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Approximately U V^T for ``matrix`` = U S V^T, by ``steps`` Newton-Schulz iterations in ``dtype``.
+
+    bfloat16 is what airbench94 and Keller Jordan's Muon use: the iteration only has to land the singular values
+    in about [0.7, 1.2], so its 8-bit mantissa suffices, and on a CPU with bf16 units it runs about 2x faster.
+    """
     a, b, c = NS_COEFFICIENTS
-    x = matrix.float()
+    x = matrix.to(dtype)
     tall = x.shape[0] > x.shape[1]
     if tall:  # iterate on the short side: X X^T is then the smaller Gram matrix
         x = x.T
@@ -53,6 +62,7 @@ class Muon(torch.optim.Optimizer):
         filter_lr: float = 0.24,
         filter_momentum: float = 0.6,
         ns_steps: int = 3,
+        ns_dtype: str = "float32",
     ) -> None:
         for name, value in (("lr", lr), ("filter_lr", filter_lr)):
             if value <= 0:
@@ -62,8 +72,11 @@ class Muon(torch.optim.Optimizer):
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
         if ns_steps < 1:
             raise ValueError(f"ns_steps must be >= 1, got {ns_steps}")
+        if ns_dtype not in NS_DTYPES:
+            raise ValueError(f"ns_dtype must be one of {sorted(NS_DTYPES)}, got {ns_dtype!r}")
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, orthogonalize=False)
         self.filter_lr, self.filter_momentum, self.ns_steps = filter_lr, filter_momentum, ns_steps
+        self.ns_dtype = NS_DTYPES[ns_dtype]
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -116,6 +129,6 @@ class Muon(torch.optim.Optimizer):
         if "norm" not in state:
             state["norm"] = p.norm()
         row_norm = state["norm"] / p.shape[0] ** 0.5  # root-mean-square norm of one output filter (a tensor: no sync)
-        update = orthogonalize(update.flatten(1), self.ns_steps).view_as(p).to(p.dtype)
+        update = orthogonalize(update.flatten(1), self.ns_steps, dtype=self.ns_dtype).view_as(p).to(p.dtype)
         p.sub_(update.mul_(group["lr"] * row_norm))
         p.mul_(state["norm"] / p.norm())

@@ -16,17 +16,19 @@ SMALL_MODEL = {"blocks": [{"in_channels": 3, "out_channels": 8}, {"in_channels":
 MUON = {"_target_": "cifar_lit.muon.Muon", "_partial_": True, "lr": 0.1, "weight_decay": 1e-3, "filter_lr": 0.2}
 
 
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-4), (torch.bfloat16, 0.15)])
 @pytest.mark.parametrize("shape", [(16, 72), (72, 16)])
-def test_orthogonalize_keeps_the_singular_vectors_and_flattens_the_spectrum(shape):
+def test_orthogonalize_keeps_the_singular_vectors_and_flattens_the_spectrum(shape, dtype, tolerance):
     """The literal form: U V^T from the SVD. Newton-Schulz gives U S' V^T with S' near 1 (not exactly 1: the
-    coefficients trade convergence for speed), whatever the spread of the original singular values."""
+    coefficients trade convergence for speed), whatever the spread of the original singular values. In bfloat16
+    the rounding leaks up to about 0.1 off the diagonal (measured 0.07-0.09); the spectrum flattens all the same."""
     g = torch.Generator().manual_seed(0)
     u, _, vh = torch.linalg.svd(torch.randn(*shape, generator=g), full_matrices=False)
     spread = torch.logspace(0, -3, min(shape))  # singular values from 1 down to 1e-3
     matrix = u @ torch.diag(spread) @ vh
-    s_prime = u.T @ orthogonalize(matrix, steps=10) @ vh.T  # diagonal if the singular vectors are kept
+    s_prime = u.T @ orthogonalize(matrix, steps=10, dtype=dtype).float() @ vh.T  # diagonal: singular vectors kept
     off_diagonal = s_prime - torch.diag(torch.diagonal(s_prime))
-    assert off_diagonal.abs().max() < 1e-4
+    assert off_diagonal.abs().max() < tolerance
     assert torch.diagonal(s_prime).min() > 0.6 and torch.diagonal(s_prime).max() < 1.3
     ratio = spread.max() / spread.min()
     assert torch.diagonal(s_prime).max() / torch.diagonal(s_prime).min() < ratio / 100
@@ -49,11 +51,17 @@ def test_parameters_that_are_not_filters_get_torch_sgd_updates():
         torch.testing.assert_close(p, q)
 
 
-def test_filters_move_but_keep_their_norm():
+def test_an_unknown_newton_schulz_dtype_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="ns_dtype must be one of .*'bfloat16'.*got 'half'"):
+        Muon(nn.Linear(2, 2).parameters(), lr=0.1, ns_dtype="half")
+
+
+@pytest.mark.parametrize("ns_dtype", ["float32", "bfloat16"])
+def test_filters_move_but_keep_their_norm(ns_dtype):
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 8, 3)
     start = conv.weight.detach().clone()
-    optimizer = Muon(conv.parameters(), lr=0.1, filter_lr=0.2)
+    optimizer = Muon(conv.parameters(), lr=0.1, filter_lr=0.2, ns_dtype=ns_dtype)
     filters = [g for g in optimizer.param_groups if g["orthogonalize"]]
     assert len(filters) == 1 and filters[0]["params"][0] is conv.weight and filters[0]["weight_decay"] == 0
     for _ in range(3):
