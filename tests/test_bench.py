@@ -1,10 +1,15 @@
-"""The benchmark's modes on tiny models: evaluation batches, block forms, one run of each training path."""
+"""The benchmark's modes on tiny models: evaluation batches, block forms, the convolution floor, one run of each
+training path."""
 
 from __future__ import annotations
 
 import re
 
-from cifar_lit.bench import time_eval_batches, time_forms, worker
+import torch
+
+from cifar_lit.bench import block_conv_shapes, time_conv_floor, time_eval_batches, time_forms, worker
+from cifar_lit.cli import plain
+from cifar_lit.network import BlockNetwork
 from tests.conftest import TINY_BLOCKS, compose_train, synthetic_overrides
 
 
@@ -33,6 +38,33 @@ def test_forms_times_every_form_precision_and_layout(capsys):
         for layout in ("NCHW", "channels_last")
     ]
     assert all(float(r[3]) > 0 for r in rows)
+
+
+def test_block_conv_shapes_follow_the_branches_stem_and_pools():
+    cfg = compose_train(["experiment=fast94"])
+    net = BlockNetwork(**plain(cfg.model))  # stem 3 -> 24 channels, 32 -> 31 pixels; K = 2
+    shapes = block_conv_shapes(net, torch.randn(2, 3, 32, 32))
+    assert shapes == [
+        ((2, 48, 31, 31), 64),
+        ((2, 128, 15, 15), 64),
+        ((2, 128, 15, 15), 256),
+        ((2, 512, 7, 7), 256),
+        ((2, 512, 7, 7), 256),
+        ((2, 512, 3, 3), 256),
+    ]
+
+
+def test_conv_floor_times_the_step_and_its_convolutions(capsys):
+    cfg = compose_train(["model=two_blocks", f"model.blocks={TINY_BLOCKS}", "data.batch_size=4"])
+    time_conv_floor(cfg, steps=2, warmup=1, rounds=2)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("device: cpu, batch 4, bf16, channels_last,")
+    assert [line.split(" s per")[0].rsplit(" ", 1)[0].strip() for line in lines[1:3]] == [
+        "network training step",
+        "3x3 convolutions alone",
+    ]
+    assert all("(median of 2 x 2 calls)" in line for line in lines[1:3])
+    assert 0.0 < float(lines[3].removeprefix("convolution share: ")) < 10.0
 
 
 def test_both_paths_train_on_synthetic_data(synthetic_root, tmp_path):
