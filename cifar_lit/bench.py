@@ -9,6 +9,10 @@ Each measurement runs in its own subprocess (so peak memory is that path's alone
 project for ``--rounds`` pairs; a run times ``--steps`` optimizer steps after ``--warmup`` steps, data loading
 included. The median of each path is reported; the last line is ``speedup: X.XX`` (project / reference images/s).
 On a machine with a GPU both paths train there (the reference copies each batch from its DataLoader to it).
+
+Other modes: ``--forms`` (every block form x precision x layout, model only), ``--conv-floor`` (a model-only step
+against its Blocks' 3x3 convolutions alone: how much of a step kernel fusion could remove at most) and
+``--eval-batches`` (evaluation time per batch size).
 """
 
 from __future__ import annotations
