@@ -1,1 +1,8 @@
+"""cifar_lit: the block network on CIFAR-10, trained with PyTorch Lightning and configured with Hydra.
 
+Entry points (``python -m cifar_lit.<name>``): ``train``, ``eval``, ``predict``, ``export``, ``report``, ``bench``.
+Beneath them, one subpackage per concern: ``network`` (the block network), ``data`` (CIFAR-10, its cache, the
+resident batches), ``training`` (the LightningModule, optimizers, checkpoints, resuming), ``callbacks`` (Lightning
+callbacks the configs name), ``hydra_ext`` (instantiation, error handling and Hydra callbacks), ``reporting`` (event
+reading, tables, plots, sweep summaries) and ``benchmarks`` (the timed paths of ``bench``).
+"""

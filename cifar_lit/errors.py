@@ -1,4 +1,10 @@
-"""The project's user-facing errors: each message names the bad value or file and says how to fix it."""
+"""The project's user-facing errors: each message names the bad value or file and says how to fix it.
+
+Entry points end a run that raises one of ``USER_ERRORS`` with its message and exit status 1, never a traceback
+(``cifar_lit.hydra_ext.runner``); a multirun job writes it to its ``FAILURE_FILE`` instead, and the sweep goes on.
+"""
+
+FAILURE_FILE = "FAILED.txt"  # in a multirun job dir: the error that ended the job
 
 
 class ConfigError(ValueError):
@@ -7,3 +13,10 @@ class ConfigError(ValueError):
 
 class DataError(RuntimeError):
     """The data set is missing or malformed; the message names the file and how to fix it."""
+
+
+class CheckpointError(RuntimeError):
+    """The checkpoint is missing, unreadable, unsafe or for another model; the message says which."""
+
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError, FloatingPointError)

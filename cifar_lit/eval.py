@@ -14,11 +14,13 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig
 
-from cifar_lit.checkpoint import load_module
-from cifar_lit.cli import instantiate, print_metrics, run_cli
-from cifar_lit.confusion import per_class_accuracy, write_confusion
-from cifar_lit.data import CLASSES
-from cifar_lit.tta import check_tta
+from cifar_lit.data.source import CLASSES
+from cifar_lit.hydra_ext.instantiate import instantiate
+from cifar_lit.hydra_ext.runner import run_cli
+from cifar_lit.reporting.confusion import per_class_accuracy, write_confusion
+from cifar_lit.reporting.console import print_metrics
+from cifar_lit.training.checkpoint import load_module
+from cifar_lit.training.tta import check_tta
 
 log = logging.getLogger(__name__)
 

@@ -21,14 +21,18 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from cifar_lit.checkpoint import load_module
-from cifar_lit.cli import run_cli
-from cifar_lit.data import CLASSES, IMAGE_SHAPE
+from cifar_lit.data.inference import training_normalisation
+from cifar_lit.data.source import CLASSES, IMAGE_SHAPE
 from cifar_lit.errors import ConfigError
-from cifar_lit.inference import training_normalisation
+from cifar_lit.hydra_ext.runner import run_cli
+from cifar_lit.training.checkpoint import load_module
 
 log = logging.getLogger(__name__)
+
+
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}  # format -> file suffix
+
+
 METADATA_FILE = "cifar_lit.json"  # the TorchScript extra file holding the metadata
 
 

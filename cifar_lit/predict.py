@@ -24,16 +24,20 @@ from PIL import Image, UnidentifiedImageError
 from rich.console import Console
 from rich.table import Table
 
-from cifar_lit.checkpoint import load_module
-from cifar_lit.cli import run_cli
-from cifar_lit.data import CLASSES
+from cifar_lit.data.inference import Normalisation, load_image, training_normalisation
+from cifar_lit.data.source import CLASSES
 from cifar_lit.errors import ConfigError
-from cifar_lit.inference import Normalisation, load_image, training_normalisation
-from cifar_lit.module import BlockClassifier
+from cifar_lit.hydra_ext.runner import run_cli
+from cifar_lit.training.checkpoint import load_module
+from cifar_lit.training.module import BlockClassifier
 
 log = logging.getLogger(__name__)
+
+
 # file name endings PIL can open: what a directory input is searched for
 IMAGE_SUFFIXES = frozenset(suffix.lower() for suffix in Image.registered_extensions())
+
+
 UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 

@@ -14,19 +14,13 @@ import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from cifar_lit.cli import (
-    build_module,
-    instantiate,
-    instantiate_list,
-    keep_freed_memory,
-    print_config_tree,
-    print_metrics,
-    run_cli,
-    set_threads,
-)
-from cifar_lit.distributed import job_scope
-from cifar_lit.provenance import RunProvenance
-from cifar_lit.resume import logger_step, resolve_ckpt_path, resume_hint, with_purge_step
+from cifar_lit.callbacks.provenance import RunProvenance
+from cifar_lit.hydra_ext.distributed import job_scope
+from cifar_lit.hydra_ext.instantiate import build_module, instantiate, instantiate_list
+from cifar_lit.hydra_ext.runner import run_cli
+from cifar_lit.reporting.console import print_config_tree, print_metrics
+from cifar_lit.training.process import keep_freed_memory, set_threads
+from cifar_lit.training.resume import logger_step, resolve_ckpt_path, resume_hint, with_purge_step
 
 log = logging.getLogger(__name__)
 

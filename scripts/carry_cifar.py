@@ -7,7 +7,7 @@ size-limited transfer, and rebuild the project's data cache there without changi
 Lossless: each image plane is replaced by its residual against the gradient predictor (left + up - up-left, the
 idea of PNG's filters) and xz-compressed: about 0.66 of the raw 184 MB. ``unpack`` inverts the predictor, checks
 the SHA-256 of the arrays against the published ones (../shared/data/README.md) and writes the cache file that
-``cifar_lit.data`` would have written for an image folder at ``--root``; the class folders it creates stay empty,
+``cifar_lit.data.cache`` would have written for an image folder at ``--root``; the class folders it creates stay empty,
 so nothing is ever decoded from them (the cache's fingerprint is that of the empty folders).
 """
 

@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
-from cifar_lit.data import CLASSES
+from cifar_lit.data.source import CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -72,7 +72,7 @@ def tiny_checkpoint(synthetic_root, tmp_path_factory) -> Path:
     images and saved by the Trainer with the datamodule attached, so it holds the normalisation as training's do."""
     import lightning as L
 
-    from cifar_lit.cli import build_module, instantiate
+    from cifar_lit.hydra_ext.instantiate import build_module, instantiate
 
     out_dir = tmp_path_factory.mktemp("tiny_checkpoint")
     cfg = compose_train([f"model.blocks={TINY_BLOCKS}", *synthetic_overrides(synthetic_root, out_dir / "cache")])

@@ -7,9 +7,10 @@ import re
 
 import torch
 
-from cifar_lit.bench import block_conv_shapes, time_conv_floor, time_eval_batches, time_forms, worker
-from cifar_lit.cli import plain
-from cifar_lit.network import BlockNetwork
+from cifar_lit.bench import worker
+from cifar_lit.benchmarks.kernels import block_conv_shapes, time_conv_floor, time_eval_batches, time_forms
+from cifar_lit.hydra_ext.instantiate import plain
+from cifar_lit.network.model import BlockNetwork
 from tests.conftest import TINY_BLOCKS, compose_train, synthetic_overrides
 
 
@@ -24,7 +25,7 @@ def test_eval_batches_prints_one_timing_per_batch_size(capsys):
 
 
 def test_forms_times_every_form_precision_and_layout(capsys):
-    from cifar_lit.block import BLOCK_FORMS
+    from cifar_lit.network.block import BLOCK_FORMS
 
     cfg = compose_train(["model=two_blocks", f"model.blocks={TINY_BLOCKS}", "data.batch_size=4"])
     time_forms(cfg, steps=1, warmup=1)

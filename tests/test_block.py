@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifar_lit.block import BLOCK_FORMS, Block
+from cifar_lit.network.block import BLOCK_FORMS, Block
 
 
 def literal_block_output(block: Block, x: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from cifar_lit.data import load_split, sha256
+from cifar_lit.data.cache import load_split, sha256
 from tests.conftest import ROOT, write_image_folder
 
 spec = importlib.util.spec_from_file_location("carry_cifar", ROOT / "scripts" / "carry_cifar.py")

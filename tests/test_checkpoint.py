@@ -7,8 +7,9 @@ import pickle
 import pytest
 import torch
 
-from cifar_lit.checkpoint import AtomicCheckpointIO, CheckpointError, load_module
-from cifar_lit.cli import build_module
+from cifar_lit.errors import CheckpointError
+from cifar_lit.hydra_ext.instantiate import build_module
+from cifar_lit.training.checkpoint import AtomicCheckpointIO, load_module
 from tests.conftest import compose_train
 
 

@@ -8,9 +8,10 @@ import pytest
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.profilers import SimpleProfiler
 
-from cifar_lit.cli import build_module, instantiate, instantiate_list, print_config_tree
+from cifar_lit.callbacks.provenance import RunProvenance
 from cifar_lit.errors import ConfigError
-from cifar_lit.provenance import RunProvenance
+from cifar_lit.hydra_ext.instantiate import build_module, instantiate, instantiate_list
+from cifar_lit.reporting.console import print_config_tree
 from tests.conftest import CONF_DIR, compose_train
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in ("hydra", "paths"))

@@ -10,8 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from cifar_lit import data
-from cifar_lit.data import CLASSES, CIFAR10DataModule, cache_file, describe_split, load_split
+from cifar_lit.data import datamodule as data
+from cifar_lit.data.cache import cache_file, describe_split, load_split
+from cifar_lit.data.datamodule import CIFAR10DataModule
+from cifar_lit.data.source import CLASSES
 from cifar_lit.errors import DataError
 from tests.conftest import REAL_DATA
 

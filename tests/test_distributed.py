@@ -9,9 +9,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 
-from cifar_lit.checkpoint import load_module
-from cifar_lit.cli import instantiate
-from cifar_lit.loader import eval_sampler
+from cifar_lit.data.loaders import eval_sampler
+from cifar_lit.hydra_ext.instantiate import instantiate
+from cifar_lit.training.checkpoint import load_module
 from tests.conftest import compose_train, synthetic_overrides
 from tests.test_train import run, scalars
 

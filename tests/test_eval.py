@@ -9,11 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from cifar_lit.checkpoint import read_checkpoint
-from cifar_lit.confusion import CONFUSION_CSV, CONFUSION_PNG, PER_CLASS_CSV
-from cifar_lit.data import CLASSES, CIFAR10DataModule, channel_stats, load_split
+from cifar_lit.data.cache import load_split
+from cifar_lit.data.datamodule import CIFAR10DataModule, channel_stats
+from cifar_lit.data.inference import DATAMODULE_KEY
+from cifar_lit.data.source import CLASSES
 from cifar_lit.eval import evaluate
-from cifar_lit.inference import DATAMODULE_KEY
+from cifar_lit.reporting.confusion import CONFUSION_CSV, CONFUSION_PNG, PER_CLASS_CSV
+from cifar_lit.training.checkpoint import read_checkpoint
 from tests.conftest import compose_train, synthetic_overrides
 from tests.test_train import run
 

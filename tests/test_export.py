@@ -9,11 +9,11 @@ import onnxruntime
 import pytest
 import torch
 
-from cifar_lit.checkpoint import load_module, read_checkpoint
-from cifar_lit.data import CLASSES, list_image_folder
+from cifar_lit.data.inference import load_image, training_normalisation
+from cifar_lit.data.source import CLASSES, list_image_folder
 from cifar_lit.errors import ConfigError
 from cifar_lit.export import METADATA_FILE, export
-from cifar_lit.inference import load_image, training_normalisation
+from cifar_lit.training.checkpoint import load_module, read_checkpoint
 from tests.conftest import compose_train
 from tests.test_train import run
 

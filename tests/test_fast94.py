@@ -12,11 +12,11 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from cifar_lit.errors import ConfigError
-from cifar_lit.module import BlockClassifier
-from cifar_lit.network import BlockNetwork
-from cifar_lit.stem import WhiteningStem
+from cifar_lit.network.model import BlockNetwork
+from cifar_lit.network.stem import WhiteningStem
 from cifar_lit.train import train
-from cifar_lit.tta import shift, tta_logits
+from cifar_lit.training.module import BlockClassifier
+from cifar_lit.training.tta import shift, tta_logits
 from tests.conftest import compose_train, synthetic_overrides
 
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cifar_lit.data.augment import Augment, random_crop
+from cifar_lit.data.loaders import PerImageDataset, ResidentLoader
 from cifar_lit.errors import ConfigError
-from cifar_lit.loader import Augment, PerImageDataset, ResidentLoader, random_crop
 
 MEAN, STD = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.25, 0.2, 0.3])
 

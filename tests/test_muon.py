@@ -9,11 +9,17 @@ import pytest
 import torch
 from torch import nn
 
-from cifar_lit.module import BlockClassifier
-from cifar_lit.muon import Muon, orthogonalize
+from cifar_lit.training.module import BlockClassifier
+from cifar_lit.training.muon import Muon, orthogonalize
 
 SMALL_MODEL = {"blocks": [{"in_channels": 3, "out_channels": 8}, {"in_channels": 8, "out_channels": 16}]}
-MUON = {"_target_": "cifar_lit.muon.Muon", "_partial_": True, "lr": 0.1, "weight_decay": 1e-3, "filter_lr": 0.2}
+MUON = {
+    "_target_": "cifar_lit.training.muon.Muon",
+    "_partial_": True,
+    "lr": 0.1,
+    "weight_decay": 1e-3,
+    "filter_lr": 0.2,
+}
 
 
 @pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-4), (torch.bfloat16, 0.15)])

@@ -6,9 +6,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from cifar_lit.block import Block
 from cifar_lit.errors import ConfigError
-from cifar_lit.network import BlockNetwork
+from cifar_lit.network.block import Block
+from cifar_lit.network.model import BlockNetwork
 from tests.conftest import compose_train
 
 

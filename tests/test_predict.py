@@ -10,11 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from cifar_lit.checkpoint import CheckpointError, load_module, read_checkpoint
-from cifar_lit.data import CLASSES, CIFAR10DataModule, list_image_folder
-from cifar_lit.errors import ConfigError
-from cifar_lit.inference import DATAMODULE_KEY, load_image, training_normalisation
+from cifar_lit.data.datamodule import CIFAR10DataModule
+from cifar_lit.data.inference import DATAMODULE_KEY, load_image, training_normalisation
+from cifar_lit.data.source import CLASSES, list_image_folder
+from cifar_lit.errors import CheckpointError, ConfigError
 from cifar_lit.predict import find_inputs, predict, predict_files
+from cifar_lit.training.checkpoint import load_module, read_checkpoint
 from tests.conftest import compose_train
 from tests.test_train import run
 

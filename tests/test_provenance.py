@@ -22,10 +22,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from cifar_lit import provenance
-from cifar_lit.cli import build_module
-from cifar_lit.data import cache_file, source_fingerprint
-from cifar_lit.provenance import RUN_FILE
+from cifar_lit.callbacks import provenance
+from cifar_lit.callbacks.provenance import RUN_FILE
+from cifar_lit.data.cache import cache_file, source_fingerprint
+from cifar_lit.hydra_ext.instantiate import build_module
 from cifar_lit.train import train
 from tests.conftest import ROOT, TINY_BLOCKS, compose_train, synthetic_overrides
 

@@ -14,8 +14,12 @@ from omegaconf import OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cifar_lit.report import FAILURE_FILE, FINAL_TEST_LABEL, main, per_epoch_table, read_scalars, write_summary
-from cifar_lit.sweep import SweepSummary
+from cifar_lit.errors import FAILURE_FILE
+from cifar_lit.hydra_ext.sweep import SweepSummary
+from cifar_lit.report import main
+from cifar_lit.reporting.events import per_epoch_table, read_scalars
+from cifar_lit.reporting.sweeps import write_summary
+from cifar_lit.reporting.tables import FINAL_TEST_LABEL
 from tests.conftest import ROOT, write_image_folder
 
 # one thread: the machine has 2 cores and may be training something else

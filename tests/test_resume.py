@@ -14,8 +14,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cifar_lit.checkpoint import load_module
-from cifar_lit.provenance import RUN_FILE
+from cifar_lit.callbacks.provenance import RUN_FILE
+from cifar_lit.training.checkpoint import load_module
 from tests.conftest import ROOT, synthetic_overrides
 
 ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}

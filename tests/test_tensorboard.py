@@ -17,8 +17,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cifar_lit.loader import normalize
-from cifar_lit.tensorboard_extras import denormalize
+from cifar_lit.callbacks.tensorboard_extras import denormalize
+from cifar_lit.data.augment import normalize
 from tests.conftest import synthetic_overrides
 from tests.test_train import ENV, run, scalars
 

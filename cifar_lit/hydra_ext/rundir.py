@@ -1,6 +1,7 @@
 """Check at start-up that the run's output folder can be written, before Hydra creates it and long before the data
 is loaded: an unwritable folder would otherwise surface as Hydra's traceback, or as a failed checkpoint save at
-the end of the first epoch. A nearly full disk gets a warning."""
+the end of the first epoch. A nearly full disk gets a warning.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from omegaconf import DictConfig
 from cifar_lit.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+
 LOW_DISK_BYTES = 1 << 30  # a run writes checkpoints and logs; below 1 GiB free a long run may fail mid-way
 
 

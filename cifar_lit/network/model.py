@@ -1,4 +1,6 @@
-"""The block network: a backbone of Blocks (with optional 2x2 max-pools between them) and a classifier head."""
+"""The block network: an optional whitening stem, a backbone of Blocks (with optional 2x2 max-pools between them)
+and a classifier head.
+"""
 
 from __future__ import annotations
 
@@ -7,53 +9,10 @@ from typing import Any
 
 from torch import nn
 
-from cifar_lit.block import ACTIVATIONS, BLOCK_FORMS, Block
 from cifar_lit.errors import ConfigError
-from cifar_lit.stem import WhiteningStem
-
-POOLS = {"avg": nn.AdaptiveAvgPool2d, "max": nn.AdaptiveMaxPool2d}
-
-
-def build_classifier(
-    in_features: int,
-    num_classes: int,
-    dropout: float = 0.0,
-    hidden: Sequence[int] | None = None,
-    pool: str = "avg",
-    logit_scale: float = 1.0,
-) -> nn.Sequential:
-    """Spatial average (or max) pool -> flatten -> dropout -> linear (softmax regression), or an MLP when
-    ``hidden``; then the logits times ``logit_scale`` (airbench94's 1/9: a small scale damps the head's
-    effective learning rate by its square and the backbone's by the scale, so the backbone can take a large lr)."""
-    if not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"model.classifier.dropout must be in [0, 1), got {dropout}")
-    if pool not in POOLS:
-        raise ConfigError(f"model.classifier.pool must be one of {sorted(POOLS)}, got {pool!r}")
-    layers: list[nn.Module] = [POOLS[pool](1), nn.Flatten(), nn.Dropout(dropout)]
-    width = in_features
-    for size in hidden or ():
-        layers += [nn.Linear(width, size), nn.ReLU(inplace=True), nn.Dropout(dropout)]
-        width = size
-    layers.append(nn.Linear(width, num_classes))
-    if logit_scale <= 0:
-        raise ConfigError(f"model.classifier.logit_scale must be > 0, got {logit_scale}")
-    if logit_scale != 1.0:
-        layers.append(Scale(logit_scale))
-    return nn.Sequential(*layers)
-
-
-class Scale(nn.Module):
-    """Multiplies its input by a fixed factor (no parameters, so checkpoints do not change)."""
-
-    def __init__(self, factor: float) -> None:
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x):
-        return x * self.factor
-
-    def extra_repr(self) -> str:
-        return f"factor={self.factor}"
+from cifar_lit.network.block import ACTIVATIONS, BLOCK_FORMS, Block
+from cifar_lit.network.classifier import build_classifier
+from cifar_lit.network.stem import WhiteningStem
 
 
 class BlockNetwork(nn.Module):

@@ -1,5 +1,6 @@
 """One line per epoch in the run's log (``train.log`` and the console): what a run in the background (``nohup``,
-SLURM, a CI job) shows of its progress, where a progress bar, which redraws itself in a terminal, shows nothing."""
+SLURM, a CI job) shows of its progress, where a progress bar, which redraws itself in a terminal, shows nothing.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 log = logging.getLogger(__name__)
+
+
 SHOWN = ("loss", "acc", "acc_best")  # metric names whose split-prefixed forms (train/loss, val/acc, ...) are shown
 
 

@@ -1,5 +1,6 @@
 """Hydra callbacks for multiruns: a summary of every sweep when it ends (one row a job, best first, failures
-included), and the sweep folder made before a sweeper opens files in it."""
+included), and the sweep folder made before a sweeper opens files in it.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from cifar_lit.report import FAILURE_FILE, ReportError, job_dirs, write_summary
+from cifar_lit.errors import FAILURE_FILE
+from cifar_lit.reporting.events import ReportError
+from cifar_lit.reporting.sweeps import job_dirs, write_summary
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from matplotlib.figure import Figure
 from torch.utils.hooks import RemovableHandle
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from cifar_lit.block import Block
-from cifar_lit.confusion import confusion_figure
-from cifar_lit.data import CLASSES
+from cifar_lit.data.source import CLASSES
+from cifar_lit.network.block import Block
+from cifar_lit.reporting.confusion import confusion_figure
 
 
 class TensorBoardExtras(L.Callback):

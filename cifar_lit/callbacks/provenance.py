@@ -33,8 +33,14 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import Container, DictConfig, OmegaConf
 
 RUN_FILE = "run.json"
+
+
 ENTRY_POINT = "python -m cifar_lit.train"
+
+
 PACKAGES = ("torch", "torchvision", "lightning", "hydra-core", "torchmetrics")
+
+
 TEST_METRICS = ("test/acc", "test/acc_tta")  # the second only with test-time augmentation (cifar_lit.tta)
 
 

@@ -1,210 +1,28 @@
-"""CIFAR-10: where it comes from (official archive or image folder), its decoded cache, and the DataModule.
-
-Sources are decoded once into uint8 arrays (N, 32, 32, 3) + int64 labels and cached as ``.npz`` files with a
-SHA-256 of their contents, so a second run loads in about a second and a corrupted cache is noticed and rebuilt.
-The source itself is only read (it may live on a read-only share).
+"""The CIFAR-10 LightningDataModule: train / val (carved from train) / test (the official 10,000), normalised with the
+training set's statistics and served by resident batches (``cifar_lit.data.loaders``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader
 
-from cifar_lit.errors import ConfigError, DataError
-from cifar_lit.loader import Augment, PerImageDataset, ResidentLoader, eval_sampler
-
-log = logging.getLogger(__name__)
-
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-IMAGE_SHAPE = (32, 32, 3)
-ARCHIVE_DIR = "cifar-10-batches-py"
+from cifar_lit.data.augment import Augment
+from cifar_lit.data.cache import SplitSource, load_split_with_source
+from cifar_lit.data.loaders import PerImageDataset, ResidentLoader, eval_sampler
+from cifar_lit.data.source import CLASSES
+from cifar_lit.errors import ConfigError
 
 
 def default_root() -> str:
     """``$CIFAR10_ROOT`` when set, else ``data/``."""
     return os.environ.get("CIFAR10_ROOT", "data")
-
-
-def find_layout(root: Path) -> str:
-    """'archive' (cifar-10-batches-py/) or 'folder' (train/<class>/*.png); raise with both fixes when neither."""
-    if (root / ARCHIVE_DIR).is_dir():
-        return "archive"
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        return "folder"
-    raise DataError(f"no CIFAR-10 found under {str(root)!r}. " + how_to_provide(root))
-
-
-def how_to_provide(root: Path) -> str:
-    return (
-        "Either\n"
-        f"  1. put the official python archive there ({root / ARCHIVE_DIR}/, from "
-        "https://www.cs.toronto.edu/~kriz/cifar.html; data.download=true fetches it when the network allows), or\n"
-        f"  2. point data.root (or $CIFAR10_ROOT) at an image folder with train/<class>/*.png and "
-        "test/<class>/*.png, e.g. data.root=../shared/data/cifar10"
-    )
-
-
-def download_archive(root: Path) -> None:
-    """Fetch the official archive with torchvision (md5-checked); a clear error when there is no network."""
-    from torchvision.datasets import CIFAR10
-
-    try:
-        CIFAR10(str(root), train=True, download=True)
-    except Exception as err:  # noqa: BLE001 - any network failure becomes one actionable message
-        raise DataError(f"could not download CIFAR-10 into {str(root)!r} ({err}). " + how_to_provide(root)) from err
-
-
-def read_archive(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The official python archive, through torchvision (which checks the published md5 sums)."""
-    from torchvision.datasets import CIFAR10
-
-    try:
-        ds = CIFAR10(str(root), train=split == "train", download=False)
-    except RuntimeError as err:
-        raise DataError(f"{root / ARCHIVE_DIR}: {err}") from err
-    return np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64)
-
-
-def list_image_folder(split_dir: Path) -> list[tuple[Path, int]]:
-    """(file, label) for every image, sorted by class (CIFAR-10 order) then file name."""
-    if not split_dir.is_dir():
-        raise DataError(f"missing folder {split_dir} (expected {split_dir}/<class>/*.png)")
-    missing = [name for name in CLASSES if not (split_dir / name).is_dir()]
-    if missing:
-        raise DataError(f"{split_dir}: missing class folder(s) {missing}; expected one folder per class {CLASSES}")
-    files = []
-    for label, name in enumerate(CLASSES):
-        class_files = sorted(p for p in (split_dir / name).iterdir() if p.is_file())
-        if not class_files:
-            raise DataError(f"{split_dir / name}: class folder is empty")
-        files += [(p, label) for p in class_files]
-    return files
-
-
-def read_image(path: Path) -> np.ndarray:
-    """One 32x32 RGB image as uint8 (32, 32, 3); names the file when it is unreadable or the wrong size."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            array = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise DataError(f"{path}: not a readable image ({err}); delete or replace it") from err
-    if array.shape != IMAGE_SHAPE:
-        raise DataError(f"{path}: image is {array.shape[1]}x{array.shape[0]}, CIFAR-10 images are 32x32")
-    return array
-
-
-def read_image_folder(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    files = list_image_folder(root / split)
-    images = np.stack([read_image(path) for path, _ in files])
-    return images, np.array([label for _, label in files], dtype=np.int64)
-
-
-def sha256(*arrays: np.ndarray) -> str:
-    digest = hashlib.sha256()
-    for array in arrays:
-        digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
-    return digest.hexdigest()
-
-
-def cache_file(cache_dir: Path, root: Path, split: str) -> Path:
-    """One cache file per (source folder, split): the resolved source path is part of the name."""
-    source_key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]
-    return cache_dir / f"cifar10-{split}-{source_key}.npz"
-
-
-def source_fingerprint(root: Path, split: str, layout: str) -> str:
-    """Names, sizes and modification times of the source files: when any changes, the cache is stale."""
-    folder = root / ARCHIVE_DIR if layout == "archive" else root / split
-    digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            stat = path.stat()
-            digest.update(f"{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
-
-
-def load_cached(path: Path, fingerprint: str) -> tuple[np.ndarray, np.ndarray, str] | None:
-    """The cached arrays and their stored checksum; None when the cache is missing, unreadable, stale or fails
-    its checksum."""
-    try:
-        with np.load(path) as cache:
-            images, labels = cache["images"], cache["labels"]
-            checksum, source = str(cache["sha256"]), str(cache["source"])
-    except (OSError, KeyError, ValueError):
-        return None
-    return (images, labels, checksum) if source == fingerprint and sha256(images, labels) == checksum else None
-
-
-def save_cache(path: Path, images: np.ndarray, labels: np.ndarray, fingerprint: str) -> str:
-    """Write atomically (temp file + rename), so a killed run never leaves half a cache; returns the checksum."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-    checksum = sha256(images, labels)
-    np.savez(tmp, images=images, labels=labels, sha256=np.array(checksum), source=np.array(fingerprint))
-    tmp.replace(path)
-    return checksum
-
-
-@dataclass(frozen=True)
-class SplitSource:
-    """Which data a split was decoded from: the layout, and the cache's SHA-256 of the decoded arrays and
-    fingerprint of the source files (both None without a cache: nothing is hashed then). Recorded in run.json."""
-
-    layout: str
-    sha256: str | None = None
-    fingerprint: str | None = None
-
-
-def load_split_with_source(
-    root: str | Path, split: str, cache_dir: str | Path | None, download: bool = False
-) -> tuple[np.ndarray, np.ndarray, SplitSource]:
-    """Decoded (images uint8 (N, 32, 32, 3), labels int64 (N,)) of 'train' or 'test', through the cache, and
-    where they came from."""
-    root = Path(root)
-    if not (root / ARCHIVE_DIR).is_dir() and not (root / "train").is_dir() and download:
-        download_archive(root)
-    layout = find_layout(root)
-    if cache_dir is None:
-        images, labels = read_archive(root, split) if layout == "archive" else read_image_folder(root, split)
-        return images, labels, SplitSource(layout)
-    path = cache_file(Path(cache_dir), root, split)
-    fingerprint = source_fingerprint(root, split, layout)
-    cached = load_cached(path, fingerprint) if path.exists() else None
-    if cached is not None:
-        images, labels, checksum = cached
-    else:
-        images, labels = read_archive(root, split) if layout == "archive" else read_image_folder(root, split)
-        checksum = save_cache(path, images, labels, fingerprint)
-    log.info("%s", describe_split(split, labels))
-    return images, labels, SplitSource(layout, checksum, fingerprint)
-
-
-def describe_split(split: str, labels: np.ndarray) -> str:
-    """``train: 50000 images, 5000 per class``, or each class's count when they differ (a partial copy shows)."""
-    counts = np.bincount(labels, minlength=len(CLASSES))
-    per_class = (
-        f"{counts[0]} per class"
-        if (counts == counts[0]).all()
-        else ", ".join(f"{name} {count}" for name, count in zip(CLASSES, counts, strict=True))
-    )
-    return f"{split}: {len(labels)} images, {per_class}"
-
-
-def load_split(root: str | Path, split: str, cache_dir: str | Path | None, download: bool = False):
-    """Decoded (images uint8 (N, 32, 32, 3), labels int64 (N,)) of 'train' or 'test', through the cache."""
-    images, labels, _ = load_split_with_source(root, split, cache_dir, download)
-    return images, labels
 
 
 def split_train_val(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -18,11 +18,16 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image, ImageOps
 
-from cifar_lit.checkpoint import CheckpointError, read_checkpoint
-from cifar_lit.data import IMAGE_SHAPE, CIFAR10DataModule, channel_stats, load_split
-from cifar_lit.loader import normalize
+from cifar_lit.data.augment import normalize
+from cifar_lit.data.cache import load_split
+from cifar_lit.data.datamodule import CIFAR10DataModule, channel_stats
+from cifar_lit.data.source import IMAGE_SHAPE
+from cifar_lit.errors import CheckpointError
+from cifar_lit.training.checkpoint import read_checkpoint
 
 log = logging.getLogger(__name__)
+
+
 # where Lightning puts the datamodule's state_dict() in a checkpoint
 DATAMODULE_KEY = CIFAR10DataModule.__qualname__
 

@@ -1,5 +1,6 @@
 """Checkpoints: loaded without trusting them (weights-only unpickling, errors that say what is wrong) and
-written atomically."""
+written atomically.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +15,10 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from cifar_lit.module import BlockClassifier
+from cifar_lit.errors import CheckpointError
+from cifar_lit.training.module import BlockClassifier
 
 PARTIAL_PREFIX = ".partial-"  # must not start with "last": Lightning's ckpt_path="last" picks any last*.ckpt
-
-
-class CheckpointError(RuntimeError):
-    """The checkpoint is missing, unreadable, unsafe or for another model; the message says which."""
 
 
 def load_module(path: str | Path, map_location: str = "cpu", **hparams: Any) -> BlockClassifier:

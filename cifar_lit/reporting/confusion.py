@@ -10,7 +10,11 @@ import torch
 from matplotlib.figure import Figure
 
 CONFUSION_CSV = "confusion_matrix.csv"
+
+
 CONFUSION_PNG = "confusion_matrix.png"
+
+
 PER_CLASS_CSV = "per_class_accuracy.csv"
 
 

@@ -28,7 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 
 BlockForm = Literal["literal", "stacked", "aggregate"]
+
+
 BLOCK_FORMS: tuple[str, ...] = ("literal", "stacked", "aggregate", "concat")
+
+
 ACTIVATIONS = {
     "relu": nn.ReLU,
     "sigmoid": nn.Sigmoid,

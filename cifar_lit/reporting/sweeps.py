@@ -1,0 +1,136 @@
+"""The summary of a multirun dir (numbered job dirs ``0/``, ``1/``, ... each a run dir): ``summary.md``,
+``summary.csv`` (one row per job, best val accuracy first, failures included) and ``val_acc.png``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cifar_lit.errors import FAILURE_FILE
+from cifar_lit.reporting.events import ReportError, per_epoch_table, read_scalars
+from cifar_lit.reporting.plots import plot_jobs
+from cifar_lit.reporting.run_config import read_overrides, read_tags
+from cifar_lit.reporting.seeds import group_by_seed, write_seed_summary
+from cifar_lit.reporting.tables import markdown_table, write_csv
+
+
+@dataclass
+class JobSummary:
+    """One multirun job: its overrides and headline numbers (None when not logged)."""
+
+    job: str
+    overrides: list[str]
+    tags: list[str] = field(default_factory=list)
+    best_val_acc: float | None = None
+    test_acc: float | None = None
+    test_acc_tta: float | None = None  # with test-time augmentation (``tta``), else None
+    epochs: int | None = None
+    wall_time_s: float | None = None
+    val_acc: dict[int, float] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def status(self) -> str:
+        return "failed" if self.error and self.error.startswith("failed") else "no events" if self.error else "ok"
+
+
+def is_multirun_dir(path: Path) -> bool:
+    """A Hydra sweep dir: no ``.hydra/`` of its own, numbered job subdirs that have one."""
+    return not (path / ".hydra").is_dir() and bool(job_dirs(path))
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The numbered job dirs (``0/``, ``1/``, ...) holding a ``.hydra/`` folder, in job order."""
+    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit() and (p / ".hydra").is_dir()]
+    return sorted(jobs, key=lambda p: int(p.name))
+
+
+def summarize_job(job_dir: Path) -> JobSummary:
+    """Best val accuracy, final test accuracy, epochs and wall time of a job (``error`` when unreadable)."""
+    summary = JobSummary(job_dir.name, read_overrides(job_dir), read_tags(job_dir))
+    failure = job_dir / FAILURE_FILE
+    if failure.is_file():  # written by cifar_lit.cli when the job raised: the job failed, whatever it logged
+        summary.error = "failed: " + failure.read_text().strip()
+    try:
+        run = read_scalars(job_dir)
+        table = per_epoch_table(run)
+    except ReportError as err:
+        summary.error = summary.error or str(err)
+        return summary
+    scalars = run.scalars
+    val_values = [e.value for tag in ("val/acc_best", "val/acc") for e in scalars.get(tag, [])]
+    summary.best_val_acc = max(val_values) if val_values else None
+    test_events, tta_events = scalars.get("test/acc", []), scalars.get("test/acc_tta", [])
+    summary.test_acc = test_events[-1].value if test_events else None
+    summary.test_acc_tta = tta_events[-1].value if tta_events else None
+    summary.epochs = len(table.epochs)
+    last = max(e.wall_time for events in scalars.values() for e in events)
+    summary.wall_time_s = last - run.first_wall_time
+    summary.val_acc = table.values.get("val/acc", {})
+    return summary
+
+
+def varying_overrides(jobs: Sequence[JobSummary]) -> tuple[list[list[str]], list[str]]:
+    """Per job, the overrides not shared by every job (all of them when none vary), and the shared ones."""
+    shared = set.intersection(*(set(job.overrides) for job in jobs)) if jobs else set()
+    varying = [[o for o in job.overrides if o not in shared] for job in jobs]
+    if not any(varying):
+        return [job.overrides for job in jobs], []
+    return varying, [o for o in jobs[0].overrides if o in shared]
+
+
+def sort_jobs(jobs: Iterable[JobSummary]) -> list[JobSummary]:
+    """Best val accuracy first (then test accuracy); jobs without it last, in job order."""
+
+    def key(job: JobSummary) -> tuple[bool, float, float, int]:
+        val = -job.best_val_acc if job.best_val_acc is not None else math.inf
+        test = -job.test_acc if job.test_acc is not None else math.inf
+        return job.best_val_acc is None, val, test, int(job.job)
+
+    return sorted(jobs, key=key)
+
+
+def write_summary(sweep_dir: Path, out_dir: Path) -> list[Path]:
+    """``summary.md``, ``summary.csv`` and ``val_acc.png`` for a multirun dir, and ``summary_by_seed.md`` and
+    ``.csv`` when some jobs differ only in ``seed``; returns their paths."""
+    jobs = sort_jobs(summarize_job(job) for job in job_dirs(sweep_dir))
+    varying, shared = varying_overrides(jobs)
+    header = ["job", "overrides", "tags", "best val acc", "test acc", "epochs", "wall time (s)", "status"]
+    records = [
+        [
+            job.job,
+            " ".join(overrides),
+            ",".join(job.tags),
+            job.best_val_acc,
+            job.test_acc,
+            job.epochs,
+            job.wall_time_s,
+            job.status,
+        ]
+        for job, overrides in zip(jobs, varying, strict=True)
+    ]
+    md = f"# {sweep_dir.name}\n\n"
+    if shared:
+        md += "Overrides of every job: `" + " ".join(shared) + "`\n\n"
+    md_records = [[*rec[:-2], None if rec[-2] is None else f"{rec[-2]:.1f}", rec[-1]] for rec in records]
+    md += markdown_table(header, md_records, left=3)
+    failed = [job for job in jobs if job.error]
+    if failed:
+        md += "\n" + "".join(f"- job {job.job}: {job.error}\n" for job in failed)
+    md += "\ntest acc: the final test of each job's best checkpoint.\n"
+    paths = [out_dir / "summary.md", out_dir / "summary.csv", out_dir / "val_acc.png"]
+    paths[0].write_text(md)
+    csv_header = [*header, "all overrides"]
+    write_csv(
+        paths[1],
+        csv_header,
+        [[*rec, " ".join(job.overrides)] for rec, job in zip(records, jobs, strict=True)],
+    )
+    plot_jobs(jobs, varying, paths[2], sweep_dir.name)
+    groups = group_by_seed(jobs)
+    if any(len(group.jobs) > 1 for group in groups):
+        paths += write_seed_summary(groups, out_dir, sweep_dir.name)
+    return paths

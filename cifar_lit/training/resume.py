@@ -1,0 +1,82 @@
+"""What makes a stopped run resumable from the command line:
+
+* ``ckpt_path=last`` is resolved to the run's ``checkpoints/last.ckpt`` up front, so a missing one is an error
+  naming the folder (Lightning only warns and silently starts from scratch).
+* ``logger_step`` is the logging step a checkpoint was saved at; the TensorBoard writer of a resumed run is told
+  to hide events the stopped run logged after it (``purge_step``), so each epoch keeps exactly one value.
+* ``resume_hint`` is the command that resumes a stopped run.
+
+The callbacks that save what a resume needs live in ``cifar_lit.callbacks`` (``interrupt``, ``rng_state``).
+"""
+
+from __future__ import annotations
+
+import copy
+import shlex
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from omegaconf import DictConfig, open_dict
+
+from cifar_lit.errors import CheckpointError
+from cifar_lit.training.checkpoint import existing_file, read_checkpoint
+
+
+def writes_last(callback: ModelCheckpoint) -> bool:
+    """The callback writes ``last.ckpt``: with ``save_last``, or as a monitor-less checkpoint named ``last``."""
+    return bool(callback.save_last) or callback.filename == callback.CHECKPOINT_NAME_LAST
+
+
+def last_checkpoint(callback: ModelCheckpoint) -> Path:
+    return Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+
+
+def resolve_ckpt_path(ckpt_path: str | None, callbacks: list[Callback]) -> str | None:
+    """The checkpoint file to resume from: ``last`` becomes the run's ``last.ckpt``; any path must be a file."""
+    if ckpt_path is None or ckpt_path == "hpc":
+        return ckpt_path
+    if ckpt_path == "last":
+        savers = [cb for cb in callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
+        if not savers:
+            raise CheckpointError("ckpt_path=last needs the model_checkpoint callback (callbacks=default)")
+        path = last_checkpoint(savers[0])
+        if not path.is_file():
+            raise CheckpointError(
+                f"ckpt_path=last: there is no {str(path)!r}. Resume a run with the same overrides plus "
+                "hydra.run.dir=<that run's folder> ckpt_path=last, or drop ckpt_path to start a new run"
+            )
+        return str(path)
+    return str(existing_file(ckpt_path))
+
+
+def with_purge_step(loggers: DictConfig | None, step: int) -> DictConfig | None:
+    """The logger group with ``purge_step=step`` given to each TensorBoard logger (it passes it on to its
+    ``SummaryWriter``). TensorBoard then hides what the stopped run logged at ``step`` or later, which the
+    resumed run logs again; without it, such epochs would show twice (event files of format version 2 are only
+    purged on this restart marker, not on steps going backwards)."""
+    if not loggers:
+        return loggers
+    loggers = copy.deepcopy(loggers)
+    with open_dict(loggers):
+        for node in loggers.values():
+            if isinstance(node, DictConfig) and str(node.get("_target_", "")).endswith("TensorBoardLogger"):
+                node.purge_step = step
+    return loggers
+
+
+def resume_hint(cfg: DictConfig) -> str:
+    """How to resume the run ``cfg`` describes: its own command line plus its folder and ``ckpt_path=last``."""
+    if not HydraConfig.initialized():  # composed outside a Hydra run (tests)
+        return "the same overrides plus hydra.run.dir=<the run's folder> ckpt_path=last"
+    hydra_cfg = HydraConfig.get()
+    args = [a for a in hydra_cfg.overrides.task if not a.startswith(("hydra.run.dir=", "ckpt_path="))]
+    args += [f"hydra.run.dir={hydra_cfg.runtime.output_dir}", "ckpt_path=last"]
+    return "python -m cifar_lit.train " + " ".join(shlex.quote(a) for a in args)
+
+
+def logger_step(ckpt_path: str) -> int:
+    """The step loggers had reached when ``ckpt_path`` was saved (Lightning logs at ``_batches_that_stepped``)."""
+    checkpoint = read_checkpoint(ckpt_path)
+    epoch_loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
+    return int(epoch_loop.get("_batches_that_stepped", checkpoint.get("global_step", 0)))
