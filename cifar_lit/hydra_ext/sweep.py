@@ -13,8 +13,6 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from cifar_lit.errors import FAILURE_FILE
-from cifar_lit.reporting.events import ReportError
-from cifar_lit.reporting.sweeps import job_dirs, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +23,10 @@ class SweepSummary(Callback):
     with status 1, so scripts and CI notice."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        # imported here: Hydra builds this callback for every run, and only a multirun's end needs the event reader
+        from cifar_lit.reporting.events import ReportError
+        from cifar_lit.reporting.sweeps import job_dirs, write_summary
+
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
             paths = write_summary(sweep_dir, sweep_dir)
