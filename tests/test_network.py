@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from cifar_lit.errors import ConfigError
-from cifar_lit.network.block import Block
+from cifar_lit.network.block import BLOCK_FORMS, Block
 from cifar_lit.network.model import BlockNetwork
 from tests.conftest import compose_train
 
@@ -69,9 +69,6 @@ def test_form_switch_keeps_outputs():
         ({"blocks": [{"in_channels": 3, "out_channels": 8}, {"in_channels": 16, "out_channels": 8}]}, "blocks[1]"),
         ({"blocks": [{"in_channels": 1, "out_channels": 8}]}, "blocks[0].in_channels"),
         ({"blocks": []}, "model.blocks"),
-        ({"num_branches": 0}, "model.num_branches"),
-        ({"activation": "tanhh"}, "model.activation"),
-        ({"form": "fastest"}, "model.form"),
         ({"classifier": {"dropout": 1.5}}, "model.classifier.dropout"),
     ],
 )
@@ -79,3 +76,24 @@ def test_bad_model_values_name_the_key(change, key):
     cfg = model_config("two_blocks") | change
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
         BlockNetwork(**cfg)
+
+
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [({"num_branches": 0}, "model.num_branches"), ({"activation": "tanhh"}, "model.activation"),
+     ({"form": "fastest"}, "model.form")],
+)  # fmt: skip
+def test_a_block_setting_is_refused_once_with_one_message_whoever_builds_the_block(setting, key):
+    """The network and a lone Block give the same ConfigError, naming the config key (and the choices)."""
+    with pytest.raises(ConfigError, match=key) as from_network:
+        BlockNetwork(**model_config("two_blocks") | setting)
+    with pytest.raises(ConfigError) as from_block:
+        Block(3, 8, **setting)
+    assert str(from_block.value) == str(from_network.value)
+
+
+def test_switching_to_an_unknown_form_is_refused_at_once_naming_the_forms():
+    net = BlockNetwork(**model_config("two_blocks"))
+    with pytest.raises(ConfigError, match=r"model\.form must be one of .*'literal'.*got 'fastest'"):
+        net.set_form("fastest")
+    assert all(block.form in BLOCK_FORMS for block in net.blocks())
