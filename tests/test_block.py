@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifar_lit.network.block import BLOCK_FORMS, Block
+from cifar_lit.network.block import BLOCK_FORMS, Block, BlockForm
+from cifar_lit.network.model import BlockNetwork
 
 
 def literal_block_output(block: Block, x: torch.Tensor) -> torch.Tensor:
@@ -89,3 +92,15 @@ def test_gate_shape_and_activation():
     a = block.branch_weights(torch.randn(3, 8, 4, 4))
     assert a.shape == (3, 5)
     torch.testing.assert_close(a.sum(dim=1), torch.ones(3))
+
+
+def test_the_form_type_names_every_form_a_block_runs():
+    assert set(get_args(BlockForm)) == set(BLOCK_FORMS)
+    x = torch.randn(1, 4, 4, 4)
+    for form in get_args(BlockForm):
+        assert Block(4, 4, form=form)(x).shape == x.shape
+
+
+def test_a_block_and_a_network_built_without_a_form_use_the_same_one():
+    network = BlockNetwork(blocks=[{"in_channels": 3, "out_channels": 8}])
+    assert network.blocks()[0].form == Block(3, 8).form

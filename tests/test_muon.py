@@ -4,22 +4,45 @@ at their norm, schedulers and checkpoints seeing one optimizer."""
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from cifar_lit.training.module import BlockClassifier
 from cifar_lit.training.muon import Muon, orthogonalize
+from tests.conftest import compose_train
 
 SMALL_MODEL = {"blocks": [{"in_channels": 3, "out_channels": 8}, {"in_channels": 8, "out_channels": 16}]}
-MUON = {
-    "_target_": "cifar_lit.training.muon.Muon",
-    "_partial_": True,
-    "lr": 0.1,
-    "weight_decay": 1e-3,
-    "filter_lr": 0.2,
-}
+
+
+@functools.cache
+def muon_config() -> dict:
+    """``optimizer=muon`` as the train config composes it: the one source of Muon's settings."""
+    return OmegaConf.to_container(compose_train(["optimizer=muon"]).optimizer, resolve=True)
+
+
+def muon(params, **changes) -> Muon:
+    """A Muon with the config's settings, but for ``changes``."""
+    settings = {key: value for key, value in muon_config().items() if not key.startswith("_")}
+    return Muon(params, **settings | changes)
+
+
+def test_the_config_sets_every_muon_setting_and_no_code_default_contradicts_it():
+    """So ``Muon(params, lr=...)`` and ``optimizer=muon`` cannot train differently, and a run's saved config holds
+    every value it used."""
+    config = muon_config()
+    settings = {name: p for name, p in inspect.signature(Muon).parameters.items() if name != "params"}
+    assert set(settings) <= set(config)
+    contradicted = {
+        name: (p.default, config[name])
+        for name, p in settings.items()
+        if p.default is not inspect.Parameter.empty and p.default != config[name]
+    }
+    assert not contradicted, "Muon's default (first) differs from conf/optimizer/muon.yaml's (second)"
 
 
 @pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-4), (torch.bfloat16, 0.15)])
@@ -44,12 +67,12 @@ def test_parameters_that_are_not_filters_get_torch_sgd_updates():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(6, 5), nn.Linear(5, 3))
     twin = copy.deepcopy(net)
-    muon = Muon(net.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True)
+    muon_sgd = muon(net.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True)
     sgd = torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True)
-    assert [g["orthogonalize"] for g in muon.param_groups] == [False]  # no 4-D tensor: no filter group
+    assert [g["orthogonalize"] for g in muon_sgd.param_groups] == [False]  # no 4-D tensor: no filter group
     for step in range(3):
         x = torch.randn(8, 6, generator=torch.Generator().manual_seed(step))
-        for model, optimizer in ((net, muon), (twin, sgd)):
+        for model, optimizer in ((net, muon_sgd), (twin, sgd)):
             optimizer.zero_grad()
             model(x).square().sum().backward()
             optimizer.step()
@@ -59,7 +82,7 @@ def test_parameters_that_are_not_filters_get_torch_sgd_updates():
 
 def test_an_unknown_newton_schulz_dtype_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="ns_dtype must be one of .*'bfloat16'.*got 'half'"):
-        Muon(nn.Linear(2, 2).parameters(), lr=0.1, ns_dtype="half")
+        muon(nn.Linear(2, 2).parameters(), lr=0.1, ns_dtype="half")
 
 
 @pytest.mark.parametrize("ns_dtype", ["float32", "bfloat16"])
@@ -67,7 +90,7 @@ def test_filters_move_but_keep_their_norm(ns_dtype):
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 8, 3)
     start = conv.weight.detach().clone()
-    optimizer = Muon(conv.parameters(), lr=0.1, filter_lr=0.2, ns_dtype=ns_dtype)
+    optimizer = muon(conv.parameters(), lr=0.1, filter_lr=0.2, ns_dtype=ns_dtype)
     filters = [g for g in optimizer.param_groups if g["orthogonalize"]]
     assert len(filters) == 1 and filters[0]["params"][0] is conv.weight and filters[0]["weight_decay"] == 0
     for _ in range(3):
@@ -81,7 +104,8 @@ def test_filters_move_but_keep_their_norm(ns_dtype):
 def test_muon_trains_the_block_network_and_resumes_from_its_state_dict():
     onecycle = {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "_partial_": True, "max_lr": 0.1,
                 "total_steps": 40, "interval": "step"}  # fmt: skip
-    module = BlockClassifier(model=SMALL_MODEL, optimizer=MUON, scheduler=onecycle)
+    settings = muon_config() | {"lr": 0.1, "weight_decay": 1e-3, "filter_lr": 0.2}
+    module = BlockClassifier(model=SMALL_MODEL, optimizer=settings, scheduler=onecycle)
     config = module.configure_optimizers()
     optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
     filters = [g for g in optimizer.param_groups if g["orthogonalize"]]
@@ -104,7 +128,7 @@ def test_muon_trains_the_block_network_and_resumes_from_its_state_dict():
 
     losses = train_steps(module, optimizer, 30, scheduler)
     assert losses[-1] < 0.7 * losses[0]
-    resumed = BlockClassifier(model=SMALL_MODEL, optimizer=MUON, scheduler=onecycle)
+    resumed = BlockClassifier(model=SMALL_MODEL, optimizer=settings, scheduler=onecycle)
     resumed.load_state_dict(module.state_dict())
     resumed_optimizer = resumed.configure_optimizers()["optimizer"]
     resumed_optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))  # as from disk: no shared buffers
@@ -119,4 +143,4 @@ def test_muon_trains_the_block_network_and_resumes_from_its_state_dict():
 )
 def test_bad_settings_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        Muon(nn.Conv2d(1, 1, 3).parameters(), **kwargs)
+        muon(nn.Conv2d(1, 1, 3).parameters(), **kwargs)

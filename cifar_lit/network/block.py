@@ -21,16 +21,22 @@ the layer's shape: ``cifar_lit.bench`` measures it.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterable
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-BlockForm = Literal["literal", "stacked", "aggregate"]
+from cifar_lit.errors import ConfigError
+
+BlockForm = Literal["literal", "stacked", "aggregate", "concat"]
 
 
-BLOCK_FORMS: tuple[str, ...] = ("literal", "stacked", "aggregate", "concat")
+BLOCK_FORMS: tuple[BlockForm, ...] = get_args(BlockForm)
+
+
+DEFAULT_FORM: BlockForm = "concat"  # the fastest on the project's CPUs (cifar_lit.bench); every form gives one result
 
 
 ACTIVATIONS = {
@@ -49,15 +55,12 @@ class Block(nn.Module):
         out_channels: int,
         num_branches: int = 3,
         activation: str = "sigmoid",
-        form: BlockForm = "aggregate",
+        form: BlockForm = DEFAULT_FORM,
     ) -> None:
         super().__init__()
-        if num_branches < 1:
-            raise ValueError(f"num_branches must be >= 1, got {num_branches}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
-        if form not in BLOCK_FORMS:
-            raise ValueError(f"unknown block form {form!r}; choose one of {list(BLOCK_FORMS)}")
+        if not isinstance(num_branches, int) or num_branches < 1:
+            raise ConfigError(f"model.num_branches (K) must be an integer >= 1, got {num_branches!r}")
+        check_choice("model.activation", activation, ACTIVATIONS)
         self.in_channels, self.out_channels, self.num_branches = in_channels, out_channels, num_branches
         self.form = form
         self.branch_gate = nn.Linear(in_channels, num_branches)
@@ -82,6 +85,17 @@ class Block(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
 
+    @property
+    def form(self) -> BlockForm:
+        """How the K convolutions are computed (``BLOCK_FORMS``); checked whenever it is set, so a block never
+        holds a form it cannot run."""
+        return self._form
+
+    @form.setter
+    def form(self, form: BlockForm) -> None:
+        check_choice("model.form", form, BLOCK_FORMS)
+        self._form = form
+
     def branch_weights(self, x: torch.Tensor) -> torch.Tensor:
         """a = g(Linear(SpatialAveragePool(X))), shape (B, K)."""
         return self.gate_activation(self.branch_gate(x.mean(dim=(2, 3))))
@@ -93,6 +107,12 @@ class Block(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, K={self.num_branches}, form={self.form}"
+
+
+def check_choice(key: str, value: object, choices: Iterable[str]) -> None:
+    """The one check of a block setting (the Block's, whoever builds it): a ConfigError naming the config key."""
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {list(choices)}, got {value!r}")
 
 
 def mix_literal(x: torch.Tensor, a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

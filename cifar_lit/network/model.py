@@ -10,7 +10,7 @@ from typing import Any
 from torch import nn
 
 from cifar_lit.errors import ConfigError
-from cifar_lit.network.block import ACTIVATIONS, BLOCK_FORMS, Block
+from cifar_lit.network.block import DEFAULT_FORM, Block, BlockForm
 from cifar_lit.network.classifier import build_classifier
 from cifar_lit.network.stem import WhiteningStem
 
@@ -19,10 +19,11 @@ class BlockNetwork(nn.Module):
     """[Stem] + backbone (Blocks, each optionally followed by a 2x2 max-pool) + classifier.
 
     ``blocks`` is a list of mappings ``{in_channels, out_channels, pool}``; consecutive blocks must agree on
-    channels. ``form`` picks how each block computes its weighted convolutions (see ``cifar_lit.block``); it
-    changes speed, never the result or the parameter names. ``stem`` (``{patch, eps}``, or None) puts a frozen
-    whitening convolution (``cifar_lit.stem``) before the first block, whose ``in_channels`` must then be the
-    stem's ``2 * 3 * patch**2``. ``norm_momentum`` is every BatchNorm's running-statistics momentum;
+    channels. ``form`` picks how each block computes its weighted convolutions (see ``cifar_lit.network.block``,
+    which also checks ``num_branches``, ``activation`` and ``form``); it changes speed, never the result or the
+    parameter names. ``stem`` (``{patch, eps}``, or None) puts a frozen whitening convolution
+    (``cifar_lit.network.stem``) before the first block, whose ``in_channels`` must then be the stem's
+    ``2 * 3 * patch**2``. ``norm_momentum`` is every BatchNorm's running-statistics momentum;
     ``freeze_norm_weight`` keeps every BatchNorm scale at 1 (not trained, as airbench94: the convolution before
     it already sets the scale, and weight decay then acts on the convolutions alone).
     """
@@ -35,7 +36,7 @@ class BlockNetwork(nn.Module):
         classifier: Mapping[str, Any] | None = None,
         num_classes: int = 10,
         in_channels: int = 3,
-        form: str = "concat",
+        form: BlockForm = DEFAULT_FORM,
         stem: Mapping[str, Any] | None = None,
         norm_momentum: float = 0.1,
         freeze_norm_weight: bool = False,
@@ -45,12 +46,6 @@ class BlockNetwork(nn.Module):
         check_blocks(blocks, self.stem.out_channels if self.stem else in_channels, stem=self.stem is not None)
         if not 0.0 < norm_momentum <= 1.0:
             raise ConfigError(f"model.norm_momentum must be in (0, 1], got {norm_momentum!r}")
-        if not isinstance(num_branches, int) or num_branches < 1:
-            raise ConfigError(f"model.num_branches (K) must be an integer >= 1, got {num_branches!r}")
-        if activation not in ACTIVATIONS:
-            raise ConfigError(f"model.activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        if form not in BLOCK_FORMS:
-            raise ConfigError(f"model.form must be one of {list(BLOCK_FORMS)}, got {form!r}")
         layers: list[nn.Module] = []
         for spec in blocks:
             layers.append(Block(spec["in_channels"], spec["out_channels"], num_branches, activation, form))
@@ -68,8 +63,8 @@ class BlockNetwork(nn.Module):
             x = self.stem(x)
         return self.classifier(self.backbone(x))
 
-    def set_form(self, form: str) -> None:
-        """Switch every block to another (numerically equivalent) form."""
+    def set_form(self, form: BlockForm) -> None:
+        """Switch every block to another (numerically equivalent) form; each block checks it."""
         for block in self.blocks():
             block.form = form
 

@@ -64,6 +64,8 @@ class BlockClassifier(L.LightningModule):
             self.net.to(memory_format=torch.channels_last)
         if compile:
             self.net.compile()
+        else:  # the model summary's FLOPs come from a forward of this batch (a compiled net would compile for it)
+            self.example_input_array = torch.zeros(1, 32, 32, model.get("in_channels", 3)).permute(0, 3, 1, 2)  # NHWC
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.tta = check_tta(tta)
         num_classes = model.get("num_classes", 10)

@@ -52,17 +52,21 @@ def orthogonalize(
 class Muon(torch.optim.Optimizer):
     """Orthogonalised momentum updates for 4-D parameters (convolution filters), Nesterov SGD for the others."""
 
+    # No defaults: conf/optimizer/muon.yaml is the one source of these settings. Its values are the measured ones,
+    # with the measurements beside them, and a run's saved config (and its checkpoint's hyper-parameters) then
+    # records every value the run used; a second set of defaults here could only disagree with it.
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        *,
         lr: float,
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        nesterov: bool = True,
-        filter_lr: float = 0.24,
-        filter_momentum: float = 0.6,
-        ns_steps: int = 3,
-        ns_dtype: str = "float32",
+        momentum: float,
+        weight_decay: float,
+        nesterov: bool,
+        filter_lr: float,
+        filter_momentum: float,
+        ns_steps: int,
+        ns_dtype: str,
     ) -> None:
         for name, value in (("lr", lr), ("filter_lr", filter_lr)):
             if value <= 0:

@@ -1,0 +1,82 @@
+"""Every third-party package cifar_lit imports is declared in pyproject.toml, so ``pip install .`` gives a working
+install: a package imported when a module loads must be a dependency; one imported only inside a function (the
+optional exporters' onnx and onnxscript) may instead sit in an extra."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from tests.conftest import ROOT
+
+tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+PACKAGE = ROOT / "cifar_lit"
+
+
+def normalise(name: str) -> str:
+    """A distribution's name as PEP 503 compares them (``PyYAML`` = ``pyyaml``, ``hydra_core`` = ``hydra-core``)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def third_party_imports(package: Path) -> dict[str, dict[str, bool]]:
+    """{top-level module: {file: imported when the file loads (not only inside a function)}} for every import
+    of a module outside the standard library and the package itself."""
+    found: dict[str, dict[str, bool]] = {}
+    for path in sorted(package.rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        lazy = {id(node) for fn in ast.walk(tree) if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef)
+                for node in ast.walk(fn)}  # fmt: skip
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for top in {name.partition(".")[0] for name in names}:
+                if top in sys.stdlib_module_names or top in ("__future__", package.name):
+                    continue
+                where = found.setdefault(top, {})
+                file = str(path.relative_to(package.parent))
+                where[file] = where.get(file, False) or id(node) not in lazy
+    return found
+
+
+def declared() -> tuple[set[str], set[str]]:
+    """(the distributions in ``[project] dependencies``, those in any optional extra), normalised."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    required = {normalise(Requirement(spec).name) for spec in project["dependencies"]}
+    extras = {
+        normalise(Requirement(spec).name) for specs in project["optional-dependencies"].values() for spec in specs
+    }
+    return required, extras
+
+
+def test_every_imported_package_is_declared():
+    distributions = packages_distributions()
+    required, extras = declared()
+    undeclared = []
+    for module, files in sorted(third_party_imports(PACKAGE).items()):
+        providers = {normalise(name) for name in distributions.get(module, [])}
+        assert providers, f"{module} (imported by {sorted(files)}) is not installed: which distribution provides it?"
+        at_load = sorted(file for file, eager in files.items() if eager)
+        allowed = required if at_load else required | extras
+        if not providers & allowed:
+            where = f"imported when {at_load[0]} loads" if at_load else f"imported lazily in {sorted(files)[0]}"
+            undeclared.append(f"{module} ({'/'.join(sorted(providers))}; {where})")
+    assert not undeclared, "imported but not declared in pyproject.toml: " + ", ".join(undeclared)
+
+
+def test_the_import_walk_sees_module_level_and_lazy_imports():
+    """The walk itself, on the imports it must classify: eager torch, lazy onnx, no standard library."""
+    found = third_party_imports(PACKAGE)
+    assert any(found["torch"].values())
+    assert not any(found["onnx"].values())
+    assert "json" not in found and "cifar_lit" not in found
