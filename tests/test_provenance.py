@@ -203,17 +203,39 @@ def test_debug_config_runs(debug, synthetic_root, tmp_path):
         assert "TEST Profiler Report" in (tmp_path / "profiler" / "test-profile.txt").read_text()
 
 
-def test_run_json_names_the_commit_the_process_imported(monkeypatch, tmp_path):
-    """A multirun sweep imports the code once; a commit made while it runs must not be credited to later jobs."""
+@pytest.fixture
+def fresh_code_state():
+    """``provenance.code_state`` forgetting what it took (before and after the test: other tests see the real one)."""
+    provenance.code_state.cache_clear()
+    yield provenance.code_state
+    provenance.code_state.cache_clear()
 
-    def git_state_now(repo):
-        raise AssertionError("git asked again when fit starts")
 
-    monkeypatch.setattr(provenance, "git_state", git_state_now)
-    monkeypatch.setattr(provenance, "CODE_STATE", {"commit": "at-import", "dirty": False})
+def test_run_json_names_the_commit_of_the_processs_first_fit(monkeypatch, tmp_path, fresh_code_state):
+    """A multirun sweep runs its jobs in one process; a commit made while it runs must not be credited to later
+    jobs, which run the code the process loaded."""
+    heads = iter(["at-first-fit", "committed-during-the-sweep"])
+    monkeypatch.setattr(provenance, "git_state", lambda repo: {"commit": next(heads), "dirty": False})
     trainer = SimpleNamespace(
         datamodule=None, strategy=SimpleNamespace(root_device=torch.device("cpu")), num_devices=1, num_nodes=1,
         precision="bf16-mixed",
     )  # fmt: skip
-    record = provenance.RunProvenance(tmp_path).describe(trainer, torch.nn.Linear(2, 2))
-    assert record["git"] == {"commit": "at-import", "dirty": False}
+    for _ in range(3):  # one fit per job
+        record = provenance.RunProvenance(tmp_path).describe(trainer, torch.nn.Linear(2, 2))
+        assert record["git"] == {"commit": "at-first-fit", "dirty": False}
+
+
+def test_importing_the_training_code_runs_no_git(tmp_path):
+    """Every import of the training path (tests, eval, each DDP rank) would otherwise pay for a ``git status``."""
+    calls = tmp_path / "git-calls.txt"
+    fake_git = tmp_path / "bin" / "git"
+    fake_git.parent.mkdir()
+    fake_git.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    fake_git.chmod(0o755)
+    env = {**ENV, "PATH": f"{fake_git.parent}{os.pathsep}{ENV['PATH']}"}
+    command = [sys.executable, "-c", "import cifar_lit.train, cifar_lit.callbacks.provenance; import shutil; "
+               "print(shutil.which('git'))"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == str(fake_git)  # a git run would have been the fake one
+    assert not calls.exists(), f"git ran at import: {calls.read_text()}"

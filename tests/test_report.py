@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +18,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from cifar_lit.errors import FAILURE_FILE
 from cifar_lit.hydra_ext.sweep import SweepSummary
 from cifar_lit.report import main
-from cifar_lit.reporting.events import per_epoch_table, read_scalars
+from cifar_lit.reporting.events import EVENT_GLOB, per_epoch_table, read_scalars
 from cifar_lit.reporting.sweeps import write_summary
 from cifar_lit.reporting.tables import FINAL_TEST_LABEL
-from tests.conftest import ROOT, write_image_folder
+from tests.conftest import ROOT, TINY_BLOCKS, write_image_folder
 
 # one thread: the machine has 2 cores and may be training something else
 ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
@@ -176,6 +177,56 @@ def test_multirun_summary_sorted_by_best_val_accuracy(data_overrides, tmp_path):
     assert (sweep_dir / "summary.md").read_text().count("optimizer.lr=") == 2
     with Image.open(sweep_dir / "val_acc.png") as image:
         assert image.format == "PNG" and image.width > 0
+
+
+@pytest.mark.slow
+def test_report_of_a_run_resumed_from_an_earlier_checkpoint_shows_the_resumed_epochs(data_overrides, tmp_path):
+    """Resumed from epoch 1's checkpoint, the run logs epochs 2 and 3 again; the attempt it abandoned logged them too
+    (and its final test), in the same event folder. The report shows what the resumed run logged."""
+    run_dir = tmp_path / "run"
+    args = [
+        *data_overrides,
+        f"model.blocks={TINY_BLOCKS}",
+        f"trainer.max_epochs={MAX_EPOCHS}",
+        "data.test_every_epoch=true",
+        "callbacks.model_checkpoint.save_top_k=-1",  # every epoch's checkpoint, to resume from the first
+        f"hydra.run.dir={run_dir}",
+    ]
+    result = run("cifar_lit.train", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    first_files = set((run_dir / "tensorboard").glob(EVENT_GLOB))
+    first = logged_scalars(run_dir)
+    # label smoothing changes the losses and the updates (the checkpoint's optimizer state would restore the lr)
+    checkpoint = run_dir / "checkpoints" / "epoch_000.ckpt"
+    result = run("cifar_lit.train", *args, "label_smoothing=0.5", f"ckpt_path={checkpoint}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    second_dir = tmp_path / "second_attempt"  # the resumed run's event files alone, read apart from the first's
+    (second_dir / "tensorboard").mkdir(parents=True)
+    for path in set((run_dir / "tensorboard").glob(EVENT_GLOB)) - first_files:
+        shutil.copy(path, second_dir / "tensorboard")
+    second = logged_scalars(second_dir)
+
+    tags = {"train loss": "train/loss", "train acc": "train/acc", "test loss": "test/loss", "test acc": "test/acc"}
+    tags |= {"val loss": "val/loss", "val acc": "val/acc"}
+    expected = {name: logged_per_epoch(first, tag) for name, tag in tags.items()}
+    for name, tag in tags.items():
+        resumed = logged_per_epoch(second, tag)
+        assert sorted(resumed) == [2, 3], name
+        assert resumed != {epoch: expected[name][epoch] for epoch in resumed}, f"{name}: the resume changed nothing"
+        expected[name] |= resumed
+    assert run("cifar_lit.report", str(run_dir), "--out", str(tmp_path / "report")).returncode == 0
+    rows = {row[""]: row for row in read_csv(tmp_path / "report" / "table.csv")}
+    assert len(rows) == 7 and {int(row["epoch"]) for row in rows.values() if row["epoch"]} & {2, 3}
+    for label, row in rows.items():
+        if label == FINAL_TEST_LABEL:  # the resumed run's test of its best checkpoint, not the abandoned one's
+            assert float(row["test acc"]) == second["test/acc"][-1].value
+            assert float(row["test loss"]) == second["test/loss"][-1].value
+        else:
+            for name in tags:
+                assert float(row[name]) == expected[name][int(row["epoch"])], (label, name)
+    table = per_epoch_table(read_scalars(run_dir))  # every epoch, not only the extremes the table shows
+    for name, tag in tags.items():
+        assert table.values[tag] == {epoch - 1: value for epoch, value in expected[name].items()}, name
 
 
 def write_events(log_dir: Path, events: list[tuple[str, int, float]]) -> None:

@@ -12,14 +12,19 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cifar_lit.callbacks.tensorboard_extras import denormalize
+from cifar_lit.callbacks import tensorboard_extras
+from cifar_lit.callbacks.tensorboard_extras import TensorBoardExtras, denormalize
 from cifar_lit.data.augment import normalize
-from tests.conftest import synthetic_overrides
+from cifar_lit.hydra_ext.instantiate import build_module, instantiate
+from cifar_lit.training.tta import shift
+from tests.conftest import TINY_BLOCKS, compose_train, synthetic_overrides
 from tests.test_train import ENV, run, scalars
 
 VAL_SIZE, BRANCHES, EPOCHS = 60, 2, 2
@@ -80,6 +85,51 @@ def test_confusion_matrix_and_misclassified_images_for_val_and_test(tiny_run):
         assert picture.width > 300 and picture.height > 300
     assert "lr-RMSprop" in accumulator.Tags()["scalars"]  # LearningRateMonitor's, one per epoch
     assert len(scalars(tiny_run)["lr-RMSprop"]) == EPOCHS
+
+
+def test_test_figures_show_the_plain_prediction_with_test_time_augmentation(synthetic_root, tmp_path, monkeypatch):
+    """With tta the test step runs the network on mirrored and shifted views after the plain pass; the confusion
+    matrix and misclassified images are of the plain prediction, the one the image shown gets."""
+    figures: dict[str, list] = {"confusion": [], "wrong": []}
+    real_confusion, real_wrong = tensorboard_extras.confusion_figure, tensorboard_extras.misclassified_figure
+
+    def record_confusion(matrix, classes, split):
+        figures["confusion"].append((split, matrix))
+        return real_confusion(matrix, classes, split)
+
+    def record_wrong(wrong, mean, std, split):
+        figures["wrong"].append((split, wrong))
+        return real_wrong(wrong, mean, std, split)
+
+    monkeypatch.setattr(tensorboard_extras, "confusion_figure", record_confusion)
+    monkeypatch.setattr(tensorboard_extras, "misclassified_figure", record_wrong)
+    overrides = [f"model.blocks={TINY_BLOCKS}", "tta=flip_translate", *synthetic_overrides(synthetic_root, tmp_path)]
+    cfg = compose_train(overrides)
+    L.seed_everything(0)
+    module, datamodule = build_module(cfg), instantiate(cfg.data)
+    trainer = L.Trainer(
+        max_epochs=1, accelerator="cpu", logger=TensorBoardLogger(tmp_path / "tensorboard"),
+        callbacks=[TensorBoardExtras(max_images=1000, gate_histograms=False)], enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=datamodule)
+    trainer.test(module, datamodule=datamodule)
+
+    images, labels = datamodule.splits["test"]
+    x = normalize(torch.from_numpy(images), datamodule.mean, datamodule.std, channels_last=False)
+    module.eval()
+    with torch.no_grad():
+        plain = module(x).argmax(dim=1)
+        last_view = module(shift(x, -1, -1).flip(-1)).argmax(dim=1)  # the last view flip_translate evaluates
+    assert (plain != last_view).any(), "the views agree everywhere: nothing to tell them apart by"
+    [(split, matrix)] = figures["confusion"]
+    assert split == "test"
+    assert torch.equal(matrix, module.confusion.compute().cpu())  # what test_step filled from the plain logits
+    labels = torch.as_tensor(labels)
+    assert int(matrix.sum()) == len(labels) and int(matrix.trace()) == int((plain == labels).sum())
+    [(split, wrong)] = figures["wrong"]
+    shown = sorted((true, pred) for _, true, pred in wrong)
+    assert shown == sorted((int(t), int(p)) for t, p in zip(labels, plain, strict=True) if t != p)
 
 
 def free_port() -> int:

@@ -14,6 +14,7 @@ ones, so it is written once, when the run's last stage ends: after the test when
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import os
@@ -58,9 +59,12 @@ def git_state(repo: Path) -> dict[str, Any]:
         return {"commit": None, "dirty": None}
 
 
-# The code a process runs is the code it imported: take the commit when this module is imported, not when a run's
-# fit starts, so the jobs of a multirun sweep that outlives a commit name the code they ran, not the new HEAD.
-CODE_STATE = git_state(Path(__file__).resolve().parent)
+@functools.cache
+def code_state() -> dict[str, Any]:
+    """The git state of the code this process runs, taken once, at its first fit (not at import: importing the
+    training code runs no git). The jobs of a multirun sweep share their process (each joblib worker its own), so
+    the jobs that start after a commit made during the sweep still name the code they run, not the new HEAD."""
+    return git_state(Path(__file__).resolve().parent)
 
 
 def package_versions() -> dict[str, str | None]:
@@ -187,7 +191,7 @@ class RunProvenance(Callback):
             "command": reproduce_command(),
             "tags": list(cfg.get("tags") or []) if cfg is not None else [],
             "seed": cfg.get("seed") if cfg is not None else None,
-            "git": dict(CODE_STATE),
+            "git": dict(code_state()),
             "versions": package_versions(),
             "device": device_info(trainer),
             "data": datamodule.source_info() if hasattr(datamodule, "source_info") else None,

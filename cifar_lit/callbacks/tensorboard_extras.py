@@ -6,6 +6,8 @@
 * ``{val,test}/confusion_matrix`` and ``{val,test}/misclassified`` (IMAGES tab): the confusion matrix of a whole split
   and a grid of misclassified images titled ``true->pred``. ``val/...`` is written when fitting ends (the final
   weights, last validation epoch), ``test/...`` after each test (the weights tested: the best checkpoint in train).
+  Both show the plain prediction, the network's first output of each batch: with test-time augmentation
+  (``tta``) the test step then runs the network on mirrored and shifted views, which are not the image shown.
 
 Everything is written only by global rank 0 and only into a ``TensorBoardLogger``; under DDP the confusion matrix
 covers the whole split (torchmetrics syncs it), the gates and images come from rank 0's shard.
@@ -60,7 +62,8 @@ class TensorBoardExtras(L.Callback):
         self._hooks = []
 
     def _keep_logits(self, module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
-        self._logits = output.detach()
+        if self._logits is None:  # the plain pass; later passes of the batch are test-time augmentation views
+            self._logits = output.detach()
 
     def _gate_hook(self, index: int):
         def hook(module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
@@ -121,6 +124,9 @@ class TensorBoardExtras(L.Callback):
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if _tensorboard(trainer) is not None:
             self._attach(trainer, pl_module, gates=False)
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx: int = 0) -> None:
+        self._logits = None
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx: int = 0) -> None:
         if self._hooks:

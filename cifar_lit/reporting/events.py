@@ -3,6 +3,10 @@
 Everything comes from the ``epoch``-stamped scalars of Lightning's TensorBoardLogger. With ``data.test_every_epoch``
 the test set is logged every epoch during validation and once more by the final ``trainer.test`` of the best
 checkpoint; the per-epoch values fill the table, the last one is reported apart.
+
+A run resumed from a checkpoint (``ckpt_path``) logs the epochs after it again, into the same folder, after a
+restart marker (``purge_step``, ``cifar_lit.training.resume``); the events are read as TensorBoard shows them, with
+what the abandoned attempt logged from that step on purged, so the report shows the epochs the resumed run re-ran.
 """
 
 from __future__ import annotations
@@ -69,11 +73,12 @@ def find_event_dirs(run_dir: Path) -> list[Path]:
 
 
 def read_scalars(run_dir: Path) -> RunEvents:
-    """All scalar events of the run (every event file under ``run_dir``), each tag sorted by wall time."""
+    """All scalar events of the run (every event file under ``run_dir``), each tag sorted by wall time; without
+    those a resumed run's restart marker hides (TensorBoard's ``purge_orphaned_data``)."""
     scalars: dict[str, list[ScalarEvent]] = {}
     first_times = []
     for event_dir in find_event_dirs(run_dir):
-        accumulator = EventAccumulator(str(event_dir), size_guidance={SCALARS: 0}, purge_orphaned_data=False)
+        accumulator = EventAccumulator(str(event_dir), size_guidance={SCALARS: 0})
         accumulator.Reload()
         try:
             first_times.append(accumulator.FirstEventTimestamp())
