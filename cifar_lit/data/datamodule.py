@@ -156,7 +156,10 @@ class CIFAR10DataModule(L.LightningDataModule):
         augment = self.augment if train else Augment()
         batch_size = self.batch_size if train else self.eval_batch_size
         trainer = self.trainer
-        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        # The data-parallel shard, from where Lightning's own DataLoader re-wiring takes it (None: not distributed);
+        # global_rank and world_size count processes, several of which share one shard under model parallelism.
+        shard = (trainer.distributed_sampler_kwargs if trainer is not None else None) or {}
+        rank, world_size = shard.get("rank", 0), shard.get("num_replicas", 1)
         if self.loader == "torch":  # training: Lightning puts in a DistributedSampler under DDP
             dataset = PerImageDataset(images, labels, self.mean.tolist(), self.std.tolist(), augment)
             sampler = None if train else eval_sampler(len(dataset), rank, world_size)
