@@ -91,6 +91,19 @@ def test_balanced_subset(synthetic_root, tmp_path):
     assert dm.eval_splits == ["test"]  # no validation split: the test set is evaluated each epoch instead
 
 
+def test_subset_is_drawn_with_split_seed(synthetic_root, tmp_path):
+    def subset_of(split_seed: int) -> np.ndarray:
+        dm = CIFAR10DataModule(
+            root=str(synthetic_root), cache_dir=str(tmp_path), val_size=0, subset=50, split_seed=split_seed
+        )
+        dm.setup("fit")
+        return dm.splits["train"][0]
+
+    # val_size=0: every training image is a candidate whatever split_seed, so only the subset's draw can differ
+    assert np.array_equal(subset_of(1), subset_of(1))
+    assert not np.array_equal(subset_of(0), subset_of(1))
+
+
 def test_missing_data_says_how_to_provide_it(tmp_path):
     with pytest.raises(DataError, match=r"(?s)no CIFAR-10 found.*official python archive.*data.root"):
         load_split(tmp_path / "nowhere", "train", tmp_path / "cache")

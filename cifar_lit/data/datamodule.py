@@ -132,7 +132,8 @@ class CIFAR10DataModule(L.LightningDataModule):
             self.mean, self.std = channel_stats(train_images)
         train_index, val_index = split_train_val(train_labels, self.val_size, self.split_seed)
         if self.subset is not None:
-            train_index = balanced_subset(train_index, train_labels, min(self.subset, len(train_index)), 0)
+            size = min(self.subset, len(train_index))
+            train_index = balanced_subset(train_index, train_labels, size, self.split_seed)
         self.splits["train"] = (train_images[train_index], train_labels[train_index])
         self.splits["val"] = (train_images[val_index], train_labels[val_index])
         test_images, test_labels, self.sources["test"] = self._load("test")
