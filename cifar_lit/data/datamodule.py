@@ -166,7 +166,7 @@ class CIFAR10DataModule(L.LightningDataModule):
             sampler = None if train else eval_sampler(len(dataset), rank, world_size)
             return DataLoader(dataset, batch_size, shuffle=train, sampler=sampler, num_workers=self.num_workers)
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-        return ResidentLoader(
+        loader = ResidentLoader(
             torch.from_numpy(images).to(device),
             torch.from_numpy(labels),
             self.mean,
@@ -179,6 +179,12 @@ class CIFAR10DataModule(L.LightningDataModule):
             world_size=world_size,
             channels_last=self.channels_last,
         )
+        if train and trainer is not None and trainer.overfit_batches > 0:
+            # overfit_batches must see the same batches every epoch. Lightning turns shuffling off in DataLoaders
+            # only; here it is turned off as Lightning does it there: the DistributedSampler keeps its equal-sized
+            # shards (ranks run equal batch counts under DDP), in order.
+            loader.sampler.shuffle = False
+        return loader
 
     def train_dataloader(self) -> Iterable:
         return self._loader("train", train=True)
