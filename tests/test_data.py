@@ -23,7 +23,7 @@ from cifar_lit.data.datamodule import CIFAR10DataModule
 from cifar_lit.data.source import CLASSES
 from cifar_lit.errors import DataError
 from cifar_lit.hydra_ext.instantiate import instantiate
-from tests.conftest import REAL_DATA, ROOT, compose_train, synthetic_overrides
+from tests.conftest import REAL_DATA, ROOT, TINY_BLOCKS, compose_train, synthetic_overrides
 
 
 def test_image_folder_reads_in_cifar_order(synthetic_root, tmp_path):
@@ -123,6 +123,20 @@ def epoch_lines(run_dir: Path) -> list[str]:
     """The per-epoch metric lines of train.log, without their timestamps and durations."""
     lines = (run_dir / "train.log").read_text().splitlines()
     return [re.sub(r" \(\d+ s\)$", "", line.split(" - ", 1)[1]) for line in lines if "epoch_log" in line]
+
+
+@pytest.mark.slow
+def test_seed_null_draws_a_logged_seed_that_repeats_the_run(synthetic_root, tmp_path):
+    tiny = [f"model.blocks={TINY_BLOCKS}", "trainer.max_epochs=1", "test=false", "callbacks.progress_bar=null"]
+    tiny += ["data.augment.flip=true", "data.augment.crop_padding=2"]  # the data's draws follow the seed too
+    tiny += synthetic_overrides(synthetic_root, tmp_path / "cache")
+    drawn = train_cli(tmp_path / "drawn", "seed=null", *tiny)
+    assert drawn.returncode == 0, drawn.stderr[-3000:]
+    seed = int(re.search(r"seed=null: drew seed (\d+)", (tmp_path / "drawn" / "train.log").read_text())[1])
+    assert json.loads((tmp_path / "drawn" / "run.json").read_text())["seed"] == seed
+    again = train_cli(tmp_path / "again", f"seed={seed}", *tiny)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert epoch_lines(tmp_path / "again") == epoch_lines(tmp_path / "drawn") != []
 
 
 @pytest.mark.slow
