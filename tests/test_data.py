@@ -112,6 +112,17 @@ def test_subset_is_drawn_with_split_seed(synthetic_root, tmp_path):
     assert not np.array_equal(subset_of(0), subset_of(1))
 
 
+def test_data_root_is_the_given_one_else_cifar10_root_else_data(monkeypatch, tmp_path):
+    def root(*overrides: str) -> Path:
+        return instantiate(compose_train(list(overrides), output_dir=tmp_path).data).root
+
+    monkeypatch.delenv("CIFAR10_ROOT", raising=False)
+    assert root() == Path("data")
+    monkeypatch.setenv("CIFAR10_ROOT", str(tmp_path / "env"))
+    assert root() == tmp_path / "env"
+    assert root(f"data.root={tmp_path / 'given'}") == tmp_path / "given"
+
+
 def train_cli(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     """``python -m cifar_lit.train`` in a fresh process (no seed left in the environment by an earlier test)."""
     env = {k: v for k, v in os.environ.items() if k != "PL_GLOBAL_SEED"} | {"CUDA_VISIBLE_DEVICES": ""}

@@ -4,7 +4,6 @@ training set's statistics and served by resident batches (``cifar_lit.data.loade
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,11 +17,6 @@ from cifar_lit.data.cache import SplitSource, load_split_with_source
 from cifar_lit.data.loaders import PerImageDataset, ResidentLoader, eval_sampler
 from cifar_lit.data.source import CLASSES
 from cifar_lit.errors import ConfigError
-
-
-def default_root() -> str:
-    """``$CIFAR10_ROOT`` when set, else ``data/``."""
-    return os.environ.get("CIFAR10_ROOT", "data")
 
 
 def split_train_val(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +58,7 @@ class CIFAR10DataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        root: str | None = None,
+        root: str | Path,
         cache_dir: str | None = "data/cache",
         batch_size: int = 128,
         eval_batch_size: int = 32,
@@ -86,7 +80,7 @@ class CIFAR10DataModule(L.LightningDataModule):
             raise ConfigError(f"data.loader must be 'resident' or 'torch', got {loader!r}")
         if subset is not None and subset <= 0:
             raise ConfigError(f"data.subset must be a positive number of images or null, got {subset}")
-        self.root = Path(root or default_root())
+        self.root = Path(root)  # its default ($CIFAR10_ROOT, else data/) lives in conf/data/cifar10.yaml only
         self.cache_dir = cache_dir
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.split_seed, self.subset = val_size, split_seed, subset
