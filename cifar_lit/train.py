@@ -19,7 +19,7 @@ from cifar_lit.hydra_ext.distributed import job_scope
 from cifar_lit.hydra_ext.instantiate import build_module, instantiate, instantiate_list
 from cifar_lit.hydra_ext.runner import run_cli
 from cifar_lit.reporting.console import print_config_tree, print_metrics
-from cifar_lit.training.process import keep_freed_memory, set_threads
+from cifar_lit.training.process import keep_freed_memory, seed_run, set_threads
 from cifar_lit.training.resume import logger_step, resolve_ckpt_path, resume_hint, with_purge_step
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     print_config_tree(cfg)
     set_threads(cfg.get("threads"))
     keep_freed_memory(cfg.get("keep_freed_memory", True))
-    if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
+    cfg.seed = seed_run(cfg.get("seed"))  # seed=null: the drawn seed, for ${seed} (data.seed) and run.json
     module = build_module(cfg)
     datamodule = instantiate(cfg.data)
     callbacks = instantiate_list(cfg.get("callbacks"))

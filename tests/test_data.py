@@ -1,9 +1,16 @@
-"""Reading, caching and splitting CIFAR-10; errors that name the bad file."""
+"""Reading, caching and splitting CIFAR-10; errors that name the bad file; the data root, seed and overfit settings
+through the real command line."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +22,8 @@ from cifar_lit.data.cache import cache_file, describe_split, load_split
 from cifar_lit.data.datamodule import CIFAR10DataModule
 from cifar_lit.data.source import CLASSES
 from cifar_lit.errors import DataError
-from tests.conftest import REAL_DATA
+from cifar_lit.hydra_ext.instantiate import instantiate
+from tests.conftest import REAL_DATA, ROOT, TINY_BLOCKS, compose_train, synthetic_overrides
 
 
 def test_image_folder_reads_in_cifar_order(synthetic_root, tmp_path):
@@ -89,6 +97,74 @@ def test_balanced_subset(synthetic_root, tmp_path):
     dm.setup("fit")
     assert np.bincount(dm.splits["train"][1]).tolist() == [5] * 10
     assert dm.eval_splits == ["test"]  # no validation split: the test set is evaluated each epoch instead
+
+
+def test_subset_is_drawn_with_split_seed(synthetic_root, tmp_path):
+    def subset_of(split_seed: int) -> np.ndarray:
+        dm = CIFAR10DataModule(
+            root=str(synthetic_root), cache_dir=str(tmp_path), val_size=0, subset=50, split_seed=split_seed
+        )
+        dm.setup("fit")
+        return dm.splits["train"][0]
+
+    # val_size=0: every training image is a candidate whatever split_seed, so only the subset's draw can differ
+    assert np.array_equal(subset_of(1), subset_of(1))
+    assert not np.array_equal(subset_of(0), subset_of(1))
+
+
+def test_data_root_is_the_given_one_else_cifar10_root_else_data(monkeypatch, tmp_path):
+    def root(*overrides: str) -> Path:
+        return instantiate(compose_train(list(overrides), output_dir=tmp_path).data).root
+
+    monkeypatch.delenv("CIFAR10_ROOT", raising=False)
+    assert root() == Path("data")
+    monkeypatch.setenv("CIFAR10_ROOT", str(tmp_path / "env"))
+    assert root() == tmp_path / "env"
+    assert root(f"data.root={tmp_path / 'given'}") == tmp_path / "given"
+
+
+def train_cli(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """``python -m cifar_lit.train`` in a fresh process (no seed left in the environment by an earlier test)."""
+    env = {k: v for k, v in os.environ.items() if k != "PL_GLOBAL_SEED"} | {"CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "cifar_lit.train", *overrides, f"hydra.run.dir={run_dir}"]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def epoch_lines(run_dir: Path) -> list[str]:
+    """The per-epoch metric lines of train.log, without their timestamps and durations."""
+    lines = (run_dir / "train.log").read_text().splitlines()
+    return [re.sub(r" \(\d+ s\)$", "", line.split(" - ", 1)[1]) for line in lines if "epoch_log" in line]
+
+
+@pytest.mark.slow
+def test_seed_null_draws_a_logged_seed_that_repeats_the_run(synthetic_root, tmp_path):
+    tiny = [f"model.blocks={TINY_BLOCKS}", "trainer.max_epochs=1", "test=false", "callbacks.progress_bar=null"]
+    tiny += ["data.augment.flip=true", "data.augment.crop_padding=2"]  # the data's draws follow the seed too
+    tiny += synthetic_overrides(synthetic_root, tmp_path / "cache")
+    drawn = train_cli(tmp_path / "drawn", "seed=null", *tiny)
+    assert drawn.returncode == 0, drawn.stderr[-3000:]
+    seed = int(re.search(r"seed=null: drew seed (\d+)", (tmp_path / "drawn" / "train.log").read_text())[1])
+    assert json.loads((tmp_path / "drawn" / "run.json").read_text())["seed"] == seed
+    again = train_cli(tmp_path / "again", f"seed={seed}", *tiny)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert epoch_lines(tmp_path / "again") == epoch_lines(tmp_path / "drawn") != []
+
+
+@pytest.mark.slow
+def test_fast94_can_be_overfitted(synthetic_root, tmp_path):
+    """debug=overfit on an experiment without a validation split (fast94: val_size 0, monitor test/acc) runs with its
+    alternating flip (resident loader) and measures the gap on held-out training images, not on the test set."""
+    small = "[{in_channels:24,out_channels:8,pool:true},{in_channels:8,out_channels:8,pool:true}]"
+    overrides = ["experiment=fast94", "debug=overfit", f"model.blocks={small}", "trainer.max_epochs=2"]
+    overrides += ["callbacks.progress_bar=null", *synthetic_overrides(synthetic_root, tmp_path / "cache")]
+    result = train_cli(tmp_path / "run", *overrides, "data.batch_size=16")
+    assert result.returncode == 0, result.stderr[-3000:]
+    logged = epoch_lines(tmp_path / "run")
+    assert len(logged) == 2 and all("val/acc" in line and "test/" not in line for line in logged)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["metrics"].keys() == {"val/acc_best"}
+    for experiment in ("fast94", "seed_two_blocks"):  # both train on all 50,000 images; the latter tests every epoch
+        cfg = compose_train([f"experiment={experiment}", "debug=overfit"], output_dir=tmp_path)
+        assert instantiate(cfg.data).eval_splits == ["val"]
 
 
 def test_missing_data_says_how_to_provide_it(tmp_path):

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
+import torch
 
+from cifar_lit.data.datamodule import CIFAR10DataModule
 from cifar_lit.data.loaders import eval_sampler
 from cifar_lit.hydra_ext.instantiate import instantiate
 from cifar_lit.training.checkpoint import load_module
@@ -44,6 +47,23 @@ def test_eval_shards_cover_the_split_once():
         shards = [list(eval_sampler(size, rank, 2)) for rank in range(2)]
         assert sorted(shards[0] + shards[1]) == list(range(size))
         assert [len(eval_sampler(size, rank, 2)) for rank in range(2)] == [len(s) for s in shards]
+
+
+@pytest.mark.parametrize("loader", ["resident", "torch"])
+def test_shards_are_the_data_parallel_ranks_not_the_processes(synthetic_root, tmp_path, loader):
+    """Under a model-parallel strategy, 4 processes (global_rank 3 of 4) may form 2 data-parallel replicas: the
+    loaders must shard as Lightning's DataLoader re-wiring does, by ``trainer.distributed_sampler_kwargs``."""
+    dm = CIFAR10DataModule(root=str(synthetic_root), cache_dir=str(tmp_path), val_size=101, loader=loader)
+    dm.setup("fit")
+    (whole,) = dm.val_dataloader()  # no trainer: one process, the whole split
+    dm.trainer = SimpleNamespace(
+        global_rank=3, world_size=4, distributed_sampler_kwargs={"num_replicas": 2, "rank": 1}, overfit_batches=0,
+        strategy=SimpleNamespace(root_device=torch.device("cpu")),
+    )  # fmt: skip
+    (shard,) = dm.val_dataloader()
+    assert torch.equal(torch.cat([x for x, _ in shard]), torch.cat([x for x, _ in whole])[1::2])
+    if loader == "resident":  # a torch DataLoader is sharded for training by Lightning itself
+        assert len(torch.cat([y for _, y in dm.train_dataloader()])) == 300 // 2
 
 
 @pytest.mark.slow

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from cifar_lit.data.augment import Augment, random_crop
+from cifar_lit.data.datamodule import CIFAR10DataModule
 from cifar_lit.data.loaders import PerImageDataset, ResidentLoader
 from cifar_lit.errors import ConfigError
 
@@ -129,3 +131,37 @@ def test_bad_augment_values_are_refused():
     for bad in ({"flip": "sometimes"}, {"pad_mode": "wrap"}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             Augment(**bad)
+
+
+class BatchRecorder(L.LightningModule):
+    """Records the training images of every epoch; learns nothing (no validation step: Lightning skips it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.seen: dict[int, list[torch.Tensor]] = {}
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        self.seen.setdefault(self.current_epoch, []).append(batch[0].clone())
+        return self.weight * batch[0].mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def images_per_epoch(synthetic_root, tmp_path, **trainer_args) -> list[torch.Tensor]:
+    datamodule = CIFAR10DataModule(root=str(synthetic_root), cache_dir=str(tmp_path), batch_size=16, val_size=100)
+    recorder = BatchRecorder()
+    trainer = L.Trainer(
+        max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, **trainer_args,
+    )  # fmt: skip
+    trainer.fit(recorder, datamodule=datamodule)
+    return [torch.cat(recorder.seen[epoch]) for epoch in range(2)]
+
+
+def test_overfit_batches_are_the_same_images_every_epoch(synthetic_root, tmp_path):
+    first, second = images_per_epoch(synthetic_root, tmp_path, overfit_batches=2)
+    assert len(first) == 32 and torch.equal(first, second)
+    first, second = images_per_epoch(synthetic_root, tmp_path, limit_train_batches=2)
+    assert len(first) == 32 and not torch.equal(first, second)  # otherwise the resident loader reshuffles

@@ -4,7 +4,6 @@ training set's statistics and served by resident batches (``cifar_lit.data.loade
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,11 +17,6 @@ from cifar_lit.data.cache import SplitSource, load_split_with_source
 from cifar_lit.data.loaders import PerImageDataset, ResidentLoader, eval_sampler
 from cifar_lit.data.source import CLASSES
 from cifar_lit.errors import ConfigError
-
-
-def default_root() -> str:
-    """``$CIFAR10_ROOT`` when set, else ``data/``."""
-    return os.environ.get("CIFAR10_ROOT", "data")
 
 
 def split_train_val(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +58,7 @@ class CIFAR10DataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        root: str | None = None,
+        root: str | Path,
         cache_dir: str | None = "data/cache",
         batch_size: int = 128,
         eval_batch_size: int = 32,
@@ -86,7 +80,7 @@ class CIFAR10DataModule(L.LightningDataModule):
             raise ConfigError(f"data.loader must be 'resident' or 'torch', got {loader!r}")
         if subset is not None and subset <= 0:
             raise ConfigError(f"data.subset must be a positive number of images or null, got {subset}")
-        self.root = Path(root or default_root())
+        self.root = Path(root)  # its default ($CIFAR10_ROOT, else data/) lives in conf/data/cifar10.yaml only
         self.cache_dir = cache_dir
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.split_seed, self.subset = val_size, split_seed, subset
@@ -132,7 +126,8 @@ class CIFAR10DataModule(L.LightningDataModule):
             self.mean, self.std = channel_stats(train_images)
         train_index, val_index = split_train_val(train_labels, self.val_size, self.split_seed)
         if self.subset is not None:
-            train_index = balanced_subset(train_index, train_labels, min(self.subset, len(train_index)), 0)
+            size = min(self.subset, len(train_index))
+            train_index = balanced_subset(train_index, train_labels, size, self.split_seed)
         self.splits["train"] = (train_images[train_index], train_labels[train_index])
         self.splits["val"] = (train_images[val_index], train_labels[val_index])
         test_images, test_labels, self.sources["test"] = self._load("test")
@@ -156,13 +151,16 @@ class CIFAR10DataModule(L.LightningDataModule):
         augment = self.augment if train else Augment()
         batch_size = self.batch_size if train else self.eval_batch_size
         trainer = self.trainer
-        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        # The data-parallel shard, from where Lightning's own DataLoader re-wiring takes it (None: not distributed);
+        # global_rank and world_size count processes, several of which share one shard under model parallelism.
+        shard = (trainer.distributed_sampler_kwargs if trainer is not None else None) or {}
+        rank, world_size = shard.get("rank", 0), shard.get("num_replicas", 1)
         if self.loader == "torch":  # training: Lightning puts in a DistributedSampler under DDP
             dataset = PerImageDataset(images, labels, self.mean.tolist(), self.std.tolist(), augment)
             sampler = None if train else eval_sampler(len(dataset), rank, world_size)
             return DataLoader(dataset, batch_size, shuffle=train, sampler=sampler, num_workers=self.num_workers)
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-        return ResidentLoader(
+        loader = ResidentLoader(
             torch.from_numpy(images).to(device),
             torch.from_numpy(labels),
             self.mean,
@@ -175,6 +173,12 @@ class CIFAR10DataModule(L.LightningDataModule):
             world_size=world_size,
             channels_last=self.channels_last,
         )
+        if train and trainer is not None and trainer.overfit_batches > 0:
+            # overfit_batches must see the same batches every epoch. Lightning turns shuffling off in DataLoaders
+            # only; here it is turned off as Lightning does it there: the DistributedSampler keeps its equal-sized
+            # shards (ranks run equal batch counts under DDP), in order.
+            loader.sampler.shuffle = False
+        return loader
 
     def train_dataloader(self) -> Iterable:
         return self._loader("train", train=True)

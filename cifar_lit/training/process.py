@@ -1,19 +1,34 @@
-"""Process-wide settings a run makes before any tensor work: torch's thread count and glibc malloc's reuse of freed
-memory.
+"""Process-wide settings a run makes before any tensor work: the seed, torch's thread count and glibc malloc's reuse
+of freed memory.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import os
+import random
 import sys
 from typing import Any
 
+import lightning as L
 import torch
 
 from cifar_lit.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+def seed_run(seed: int | None) -> int:
+    """Seed Python, numpy and torch (Lightning's ``seed_everything``) with ``seed``; returns the seed used.
+
+    ``seed=null`` draws one, logged so that ``seed=<it>`` repeats the run. Lightning's DDP ranks 1..N-1 re-run the
+    command line in rank 0's environment, where ``seed_everything`` left the seed (``PL_GLOBAL_SEED``): they take
+    it instead of drawing their own, so all ranks shuffle and shard with one seed."""
+    if seed is None and "PL_GLOBAL_SEED" not in os.environ:
+        seed = random.SystemRandom().randrange(2**31)
+        log.info("seed=null: drew seed %d; seed=%d repeats this run", seed, seed)
+    return L.seed_everything(seed, workers=True)
 
 
 def set_threads(threads: Any) -> None:
