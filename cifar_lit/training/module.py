@@ -10,7 +10,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
@@ -18,7 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from cifar_lit.data.augment import normalize
 from cifar_lit.errors import ConfigError
 from cifar_lit.network.model import BlockNetwork
-from cifar_lit.training.optim import build_optimizer, check_lr_scales, check_target, per_group_max_lr
+from cifar_lit.training.optim import build_optimizer, build_scheduler, check_lr_scales, check_target
 from cifar_lit.training.tta import check_tta, tta_logits
 
 EVAL_SPLITS = ("val", "test")
@@ -168,11 +167,5 @@ class BlockClassifier(L.LightningModule):
         optimizer = build_optimizer(self.net, self.hparams.optimizer)
         if not self.hparams.scheduler:
             return {"optimizer": optimizer}
-        config = dict(self.hparams.scheduler)
-        interval = config.pop("interval", "epoch")
-        if "total_steps" in config and config["total_steps"] is None:
-            config["total_steps"] = int(self.trainer.estimated_stepping_batches)
-        if isinstance(config.get("pct_start"), int):  # `scheduler.pct_start=0` parses as an int, which
-            config["pct_start"] = float(config["pct_start"])  # OneCycleLR rejects ("Expected float ...")
-        scheduler = instantiate(config)(optimizer, **per_group_max_lr(config, optimizer))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+        scheduler = build_scheduler(self.hparams.scheduler, optimizer, lambda: self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

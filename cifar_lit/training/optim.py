@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import pydoc
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -57,6 +58,20 @@ def build_optimizer(net: nn.Module, optimizer: dict[str, Any]) -> torch.optim.Op
     config = dict(optimizer)
     scales = {key: config.pop(key, 1.0) for key in LR_SCALES}
     return instantiate(config)(params=parameter_groups(net, config, scales))
+
+
+def build_scheduler(
+    scheduler: dict[str, Any], optimizer: torch.optim.Optimizer, estimated_steps: Callable[[], float]
+) -> dict[str, Any]:
+    """Lightning's ``lr_scheduler`` entry for the scheduler config over ``optimizer``. ``total_steps: null`` asks
+    for ``estimated_steps()`` (the trainer's optimizer steps), which is only computed then."""
+    config = dict(scheduler)
+    interval = config.pop("interval", "epoch")
+    if "total_steps" in config and config["total_steps"] is None:
+        config["total_steps"] = int(estimated_steps())
+    if isinstance(config.get("pct_start"), int):  # `scheduler.pct_start=0` parses as an int, which
+        config["pct_start"] = float(config["pct_start"])  # OneCycleLR rejects ("Expected float ...")
+    return {"scheduler": instantiate(config)(optimizer, **per_group_max_lr(config, optimizer)), "interval": interval}
 
 
 def per_group_max_lr(scheduler: dict[str, Any], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
