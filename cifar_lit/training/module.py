@@ -17,7 +17,13 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from cifar_lit.data.augment import normalize
 from cifar_lit.errors import ConfigError
 from cifar_lit.network.model import BlockNetwork
-from cifar_lit.training.optim import build_optimizer, build_scheduler, check_lr_scales, check_target
+from cifar_lit.training.optim import (
+    build_optimizer,
+    build_scheduler,
+    check_lr_scales,
+    check_target,
+    with_current_target,
+)
 from cifar_lit.training.tta import check_tta, tta_logits
 
 EVAL_SPLITS = ("val", "test")
@@ -51,6 +57,7 @@ class BlockClassifier(L.LightningModule):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        optimizer, scheduler = with_current_target(optimizer), with_current_target(scheduler)  # saved renamed
         lr = optimizer.get("lr")
         if not isinstance(lr, int | float) or lr <= 0:
             raise ConfigError(f"optimizer.lr must be a number > 0, got {lr!r}")
