@@ -80,6 +80,12 @@ class BlockClassifier(L.LightningModule):
         self.best_accuracy = nn.ModuleDict({f"{s}_acc": MaxMetric() for s in EVAL_SPLITS})
         self.confusion = MulticlassConfusionMatrix(num_classes)  # filled by test_step, read by cifar_lit.eval
 
+    @staticmethod
+    def epoch_metrics(eval_splits: list[str]) -> list[str]:
+        """What this module logs every epoch, given the DataModule's ``eval_splits``: all a checkpoint or early
+        stopping can monitor (``test/acc_tta`` only comes with the final test)."""
+        return ["train/loss", "train/acc", *(f"{s}/{m}" for s in eval_splits for m in ("loss", "acc", "acc_best"))]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
