@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +14,8 @@ import torch
 from cifar_lit.errors import CheckpointError
 from cifar_lit.hydra_ext.instantiate import build_module
 from cifar_lit.training.checkpoint import AtomicCheckpointIO, load_module
-from tests.conftest import compose_train
+from cifar_lit.training.muon import Muon
+from tests.conftest import ROOT, compose_train, synthetic_overrides
 
 
 class RunsACommand:
@@ -105,3 +110,55 @@ def test_a_diverged_model_is_never_saved():
     state["net.classifier.3.weight"] = torch.full_like(state["net.classifier.3.weight"], float("nan"))
     with pytest.raises(FloatingPointError, match=r"net.classifier.3.weight is not finite at epoch 0, step 0"):
         module.on_save_checkpoint({"state_dict": state})
+
+
+def rewritten(checkpoint: Path, path: Path, **hyper_parameters: dict) -> Path:
+    """A copy of a real checkpoint whose hyper-parameters are replaced: what a crafted checkpoint holds."""
+    content = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    content["hyper_parameters"] = {**content["hyper_parameters"], **hyper_parameters}
+    torch.save(content, path)
+    return path
+
+
+PROBE_MODULE = "cifar_lit_trust_probe"  # written into the test's folder; importing it creates the marker file
+
+
+def crafted_checkpoint(tiny_checkpoint: Path, tmp_path: Path, crafted: str) -> tuple[Path, str, str]:
+    """A checkpoint naming code outside torch.optim and cifar_lit: (its file, the key, the name)."""
+    marker = tmp_path / "marker"
+    (tmp_path / f"{PROBE_MODULE}.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass Optimizer: ...\n")
+    if crafted == "os.system":  # its only argument given: today's argument check lets it through
+        node = {"_target_": "os.system", "_partial_": True, "command": f"touch {marker}"}
+        return rewritten(tiny_checkpoint, tmp_path / "shell.ckpt", scheduler=node), "scheduler._target_", "os.system"
+    node = {"_target_": f"{PROBE_MODULE}.Optimizer", "_partial_": True, "lr": 0.1}
+    path = rewritten(tiny_checkpoint, tmp_path / "import.ckpt", optimizer=node)
+    return path, "optimizer._target_", node["_target_"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", ["eval", "predict", "export"])
+@pytest.mark.parametrize("crafted", ["os.system", "import side effect"])
+def test_a_checkpoint_naming_other_code_is_refused_before_importing_it(
+    tiny_checkpoint, synthetic_root, tmp_path, entry, crafted
+):
+    path, key, target = crafted_checkpoint(tiny_checkpoint, tmp_path, crafted)
+    overrides = {
+        "eval": synthetic_overrides(synthetic_root, tmp_path / "cache"),
+        "predict": [f"inputs={synthetic_root / 'test'}"],
+        "export": ["format=torchscript"],
+    }[entry]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(tmp_path)}  # the probe is importable
+    cmd = [sys.executable, "-m", f"cifar_lit.{entry}", f"ckpt_path={path}", f"hydra.run.dir={tmp_path}/run", *overrides]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    (line,) = [line for line in result.stderr.splitlines() if key in line]
+    assert line.startswith(f"error: refusing {str(path)!r}") and f"{key}={target!r}" in line
+    assert not (tmp_path / "marker").exists()
+
+
+def test_a_checkpoint_from_before_the_layout_change_names_muon_by_its_old_path(tiny_checkpoint, tmp_path):
+    legacy = {"_target_": "cifar_lit.muon.Muon", "_partial_": True, "lr": 0.05, "filter_lr": 0.1}
+    module = load_module(rewritten(tiny_checkpoint, tmp_path / "legacy.ckpt", optimizer=legacy))
+    assert isinstance(module.configure_optimizers()["optimizer"], Muon)
+    assert module.hparams.optimizer["_target_"] == "cifar_lit.training.muon.Muon"  # a new checkpoint names it so

@@ -65,6 +65,32 @@ def test_bad_module_values_are_refused(override, key):
 
 
 @pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["optimizer._target_=os.system"], "optimizer._target_='os.system' is refused"),
+        (
+            ["scheduler=cosine", "scheduler._target_=subprocess.Popen"],
+            "scheduler._target_='subprocess.Popen' is refused",
+        ),
+        # a trusted module's import of something else: allowed to import, but not an optimizer class
+        (
+            ["optimizer._target_=cifar_lit.training.checkpoint.os.system"],
+            "optimizer._target_=.* names <built-in function system>, not a subclass of Optimizer",
+        ),
+        # Hydra instantiates a nested _target_ too, whatever the outer class
+        (
+            ["optimizer=adamw", "+optimizer.betas={_target_:os.getcwd}"],
+            "optimizer.betas._target_='os.getcwd' is refused",
+        ),
+    ],
+)
+def test_optimizer_and_scheduler_name_only_torch_optim_or_project_classes(overrides, key):
+    with pytest.raises(ConfigError, match=key) as refused:
+        build_module(compose_train(overrides))
+    assert "choose one of conf/" in str(refused.value)  # how to fix it
+
+
+@pytest.mark.parametrize(
     ("override", "key"),
     [("data.batch_size=0", "data.batch_size"), ("data.loader=magic", "data.loader"), ("data.subset=-5", "data.subset")],
 )

@@ -96,6 +96,33 @@ def test_bad_values_fail_cleanly_before_training(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("overrides", "ways_out"),
+    [
+        (["experiment=smoke", "monitor=test/acc"], ["monitor=val/acc", "data.test_every_epoch=true"]),
+        (
+            ["experiment=fast94", "data.val_size=256", "trainer.max_epochs=1"],
+            ["monitor=val/acc", "data.test_every_epoch=true"],
+        ),
+        (["experiment=smoke", "data.val_size=0", "monitor=val/acc"], ["monitor=test/acc", "data.val_size > 0"]),
+    ],
+)
+def test_a_monitor_that_is_never_logged_fails_before_training(synthetic_root, tmp_path, overrides, ways_out):
+    """ModelCheckpoint would find the metric missing only after the first epoch's validation, saving nothing."""
+    result = run(
+        "cifar_lit.train",
+        *synthetic_overrides(synthetic_root, tmp_path / "cache"),
+        *overrides,
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    (line,) = [line for line in result.stderr.splitlines() if "monitor=" in line]
+    assert all(way_out in line for way_out in ways_out), line
+    assert "epoch_log" not in (tmp_path / "train.log").read_text() and not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.slow
 def test_multirun_summarises_itself_and_survives_a_failing_job(synthetic_root, tmp_path):
     overrides = ["experiment=smoke", "optimizer.lr=0.01,-1", "test=false", f"hydra.sweep.dir={tmp_path}"]
     result = run("cifar_lit.train", "-m", *overrides, *synthetic_overrides(synthetic_root, tmp_path / "cache"))

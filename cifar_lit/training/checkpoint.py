@@ -17,6 +17,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from cifar_lit.errors import CheckpointError
 from cifar_lit.training.module import BlockClassifier
+from cifar_lit.training.optim import untrusted_target, with_current_target
 
 PARTIAL_PREFIX = ".partial-"  # must not start with "last": Lightning's ckpt_path="last" picks any last*.ckpt
 
@@ -24,8 +25,14 @@ PARTIAL_PREFIX = ".partial-"  # must not start with "last": Lightning's ckpt_pat
 def load_module(path: str | Path, map_location: str = "cpu", **hparams: Any) -> BlockClassifier:
     """A BlockClassifier rebuilt from its checkpoint's hyper-parameters, loaded with ``weights_only=True``:
     a checkpoint that would need to run code while unpickling is refused, never executed. ``hparams`` override
-    saved ones that do not change the weights (e.g. ``compile=False``: a traced export cannot trace a compiled net)."""
+    saved ones that do not change the weights (e.g. ``compile=False``: a traced export cannot trace a compiled net).
+    A checkpoint whose optimizer or scheduler names code outside ``torch.optim`` and ``cifar_lit`` is refused before
+    rebuilding imports it."""
     path = existing_file(path)
+    saved = read_checkpoint(path).get("hyper_parameters") or {}
+    for group in ("optimizer", "scheduler"):
+        if reason := untrusted_target(group, with_current_target(saved.get(group))):
+            raise CheckpointError(f"refusing {str(path)!r}: its {reason}; nothing was imported")
     try:
         return BlockClassifier.load_from_checkpoint(path, map_location=map_location, weights_only=True, **hparams)
     except pickle.UnpicklingError as err:

@@ -10,7 +10,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
@@ -18,7 +17,13 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from cifar_lit.data.augment import normalize
 from cifar_lit.errors import ConfigError
 from cifar_lit.network.model import BlockNetwork
-from cifar_lit.training.optim import build_optimizer, check_lr_scales, check_target, per_group_max_lr
+from cifar_lit.training.optim import (
+    build_optimizer,
+    build_scheduler,
+    check_lr_scales,
+    check_target,
+    with_current_target,
+)
 from cifar_lit.training.tta import check_tta, tta_logits
 
 EVAL_SPLITS = ("val", "test")
@@ -52,6 +57,7 @@ class BlockClassifier(L.LightningModule):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        optimizer, scheduler = with_current_target(optimizer), with_current_target(scheduler)  # saved renamed
         lr = optimizer.get("lr")
         if not isinstance(lr, int | float) or lr <= 0:
             raise ConfigError(f"optimizer.lr must be a number > 0, got {lr!r}")
@@ -75,6 +81,12 @@ class BlockClassifier(L.LightningModule):
         )
         self.best_accuracy = nn.ModuleDict({f"{s}_acc": MaxMetric() for s in EVAL_SPLITS})
         self.confusion = MulticlassConfusionMatrix(num_classes)  # filled by test_step, read by cifar_lit.eval
+
+    @staticmethod
+    def epoch_metrics(eval_splits: list[str]) -> list[str]:
+        """What this module logs every epoch, given the DataModule's ``eval_splits``: all a checkpoint or early
+        stopping can monitor (``test/acc_tta`` only comes with the final test)."""
+        return ["train/loss", "train/acc", *(f"{s}/{m}" for s in eval_splits for m in ("loss", "acc", "acc_best"))]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -170,11 +182,5 @@ class BlockClassifier(L.LightningModule):
         optimizer = build_optimizer(self.net, self.hparams.optimizer)
         if not self.hparams.scheduler:
             return {"optimizer": optimizer}
-        config = dict(self.hparams.scheduler)
-        interval = config.pop("interval", "epoch")
-        if "total_steps" in config and config["total_steps"] is None:
-            config["total_steps"] = int(self.trainer.estimated_stepping_batches)
-        if isinstance(config.get("pct_start"), int):  # `scheduler.pct_start=0` parses as an int, which
-            config["pct_start"] = float(config["pct_start"])  # OneCycleLR rejects ("Expected float ...")
-        scheduler = instantiate(config)(optimizer, **per_group_max_lr(config, optimizer))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+        scheduler = build_scheduler(self.hparams.scheduler, optimizer, lambda: self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
