@@ -15,12 +15,11 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from cifar_lit.callbacks.provenance import RunProvenance
-from cifar_lit.errors import ConfigError
 from cifar_lit.hydra_ext.distributed import job_scope
 from cifar_lit.hydra_ext.instantiate import build_module, instantiate, instantiate_list
 from cifar_lit.hydra_ext.runner import run_cli
 from cifar_lit.reporting.console import print_config_tree, print_metrics
-from cifar_lit.training.module import BlockClassifier
+from cifar_lit.training.module import check_monitor
 from cifar_lit.training.process import keep_freed_memory, seed_run, set_threads
 from cifar_lit.training.resume import logger_step, resolve_ckpt_path, resume_hint, with_purge_step
 
@@ -58,25 +57,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     return metrics
-
-
-def check_monitor(monitor: str | None, eval_splits: list[str]) -> None:
-    """Refuse, before training, a ``monitor`` the module never logs: ModelCheckpoint would only fail at the end of
-    the first epoch it validates (``monitor=test/acc`` with a validation split and no per-epoch test)."""
-    logged = BlockClassifier.epoch_metrics(eval_splits)
-    if monitor is None or monitor in logged:
-        return
-    split, _, metric = monitor.partition("/")
-    if split == "test" and f"{eval_splits[0]}/{metric}" in logged:
-        ways_out = f"monitor={eval_splits[0]}/{metric} or data.test_every_epoch=true"
-    elif split == "val" and f"{eval_splits[0]}/{metric}" in logged:
-        ways_out = f"monitor={eval_splits[0]}/{metric} or a validation split (data.val_size > 0)"
-    else:
-        ways_out = f"monitor to one of {', '.join(logged)}"
-    raise ConfigError(
-        f"monitor={monitor} is never logged while training (each epoch evaluates: {', '.join(eval_splits)}); "
-        f"set {ways_out}"
-    )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
