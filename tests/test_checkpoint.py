@@ -158,7 +158,15 @@ def test_a_checkpoint_naming_other_code_is_refused_before_importing_it(
 
 
 def test_a_checkpoint_from_before_the_layout_change_names_muon_by_its_old_path(tiny_checkpoint, tmp_path):
-    legacy = {"_target_": "cifar_lit.muon.Muon", "_partial_": True, "lr": 0.05, "filter_lr": 0.1}
+    legacy = {"_target_": "cifar_lit.muon.Muon", "_partial_": True, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}
+    legacy |= {"nesterov": True, "filter_lr": 0.12, "filter_momentum": 0.6, "ns_steps": 3, "ns_dtype": "float32"}
     module = load_module(rewritten(tiny_checkpoint, tmp_path / "legacy.ckpt", optimizer=legacy))
     assert isinstance(module.configure_optimizers()["optimizer"], Muon)
     assert module.hparams.optimizer["_target_"] == "cifar_lit.training.muon.Muon"  # a new checkpoint names it so
+
+
+@pytest.mark.parametrize("key", ["_instantiator", "_class_path"])
+def test_a_checkpoint_naming_an_instantiator_is_refused_in_one_line(tiny_checkpoint, tmp_path, key):
+    crafted = rewritten(tiny_checkpoint, tmp_path / "instantiator.ckpt", **{key: "os.system"})
+    with pytest.raises(CheckpointError, match=rf"refusing .*name code to run \({key}\)"):
+        load_module(crafted)

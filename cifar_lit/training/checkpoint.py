@@ -19,6 +19,8 @@ from cifar_lit.errors import CheckpointError
 from cifar_lit.training.module import BlockClassifier
 from cifar_lit.training.optim import untrusted_target, with_current_target
 
+# keys through which Lightning builds a module by calling code a checkpoint names (LightningCLI writes them)
+LIGHTNING_CODE_KEYS = ("_instantiator", "_class_path")
 PARTIAL_PREFIX = ".partial-"  # must not start with "last": Lightning's ckpt_path="last" picks any last*.ckpt
 
 
@@ -30,6 +32,11 @@ def load_module(path: str | Path, map_location: str = "cpu", **hparams: Any) -> 
     rebuilding imports it."""
     path = existing_file(path)
     saved = read_checkpoint(path).get("hyper_parameters") or {}
+    named = [key for key in LIGHTNING_CODE_KEYS if key in saved]
+    if named:  # Lightning would refuse most with a traceback; a BlockClassifier checkpoint never holds these
+        raise CheckpointError(
+            f"refusing {str(path)!r}: its hyper-parameters name code to run ({named[0]}); nothing was imported"
+        )
     for group in ("optimizer", "scheduler"):
         if reason := untrusted_target(group, with_current_target(saved.get(group))):
             raise CheckpointError(f"refusing {str(path)!r}: its {reason}; nothing was imported")
