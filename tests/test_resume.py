@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from cifar_lit.callbacks.provenance import RUN_FILE
 from cifar_lit.training.checkpoint import load_module
-from tests.conftest import ROOT, synthetic_overrides
+from tests.conftest import ROOT, compose_train, synthetic_overrides
 
 ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
 TINY = "[{in_channels:3,out_channels:16,pool:true},{in_channels:16,out_channels:16,pool:true}]"
@@ -191,3 +191,16 @@ def test_last_checkpoint_is_the_latest_epoch_even_when_the_best_did_not_change(s
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
     assert checkpoint_epoch(run_dir / "checkpoints" / "last.ckpt") == 1
+
+
+def test_the_resume_hint_names_the_seed_a_seed_null_run_drew(tmp_path):
+    from omegaconf import open_dict
+
+    from cifar_lit.training.resume import resume_hint
+
+    cfg = compose_train(["experiment=smoke", "seed=null"], output_dir=tmp_path)
+    with open_dict(cfg):
+        cfg.seed = 1234  # what cifar_lit.training.process.seed_run drew and train stored
+    hint = resume_hint(cfg).split()
+    assert "seed=1234" in hint and "seed=null" not in hint
+    assert hint[-2:] == [f"hydra.run.dir={tmp_path}", "ckpt_path=last"]

@@ -71,6 +71,8 @@ def resume_hint(cfg: DictConfig) -> str:
         return "the same overrides plus hydra.run.dir=<the run's folder> ckpt_path=last"
     hydra_cfg = HydraConfig.get()
     args = [a for a in hydra_cfg.overrides.task if not a.startswith(("hydra.run.dir=", "ckpt_path="))]
+    # the seed the run used (seed=null drew one): a resume with another would shuffle the data differently
+    args = [f"seed={cfg.seed}" if a.split("=", 1)[0].lstrip("+") == "seed" else a for a in args]
     args += [f"hydra.run.dir={hydra_cfg.runtime.output_dir}", "ckpt_path=last"]
     return "python -m cifar_lit.train " + " ".join(shlex.quote(a) for a in args)
 
