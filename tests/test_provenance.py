@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import json
-import os
 import platform
 import shlex
+import shutil
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,7 +18,6 @@ import pytest
 import torch
 from google.protobuf import struct_pb2
 from omegaconf import OmegaConf
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
@@ -27,10 +26,8 @@ from cifar_lit.callbacks.provenance import RUN_FILE
 from cifar_lit.data.cache import cache_file, source_fingerprint
 from cifar_lit.hydra_ext.instantiate import build_module
 from cifar_lit.train import train
-from tests.conftest import ROOT, TINY_BLOCKS, compose_train, synthetic_overrides
+from tests.conftest import ROOT, TINY_BLOCKS, compose_train, run_training, scalars, synthetic_overrides
 
-# one thread: the machine has 2 cores and may be training something else
-ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
 # spaces inside an override: the reproduce command must quote it
 BLOCKS = "[{in_channels: 3, out_channels: 16, pool: true}, {in_channels: 16, out_channels: 16, pool: true}]"
 TAGS = ["provenance", "check"]
@@ -57,22 +54,12 @@ def run_overrides(synthetic_root, cache_dir) -> list[str]:
 @pytest.fixture(scope="module")
 def run_dir(run_overrides, tmp_path_factory) -> Path:
     """A real two-epoch run (python -m cifar_lit.train), tested at the end."""
-    run_dir = tmp_path_factory.mktemp("provenance_run")
-    cmd = [sys.executable, "-m", "cifar_lit.train", *run_overrides, f"hydra.run.dir={run_dir}"]
-    result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
+    return run_training(tmp_path_factory.mktemp("provenance_run"), *run_overrides)
 
 
 @pytest.fixture(scope="module")
 def record(run_dir) -> dict:
     return json.loads((run_dir / RUN_FILE).read_text())
-
-
-def scalars(run_dir: Path) -> dict[str, list[float]]:
-    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
-    events.Reload()
-    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 def hparams_summaries(run_dir: Path) -> dict[str, list[bytes]]:
@@ -193,6 +180,7 @@ def test_debug_config_runs(debug, synthetic_root, tmp_path):
         assert record["metrics"].keys() == {"val/acc_best", "test/acc"}
     if debug == "overfit":  # validated on a few batches, but no best-val/acc checkpoint and no test
         assert checkpoints == ["last.ckpt"]
+        assert hparams_metadata.EXPERIMENT_TAG in hparams_summaries(tmp_path)  # after fit: no test follows
         assert "val/acc" in metrics and not any(name.startswith("test/") for name in metrics)
     if debug in ("limit", "profiler"):
         assert record["metrics"].keys() == {"val/acc_best", "test/acc"}
@@ -203,17 +191,31 @@ def test_debug_config_runs(debug, synthetic_root, tmp_path):
         assert "TEST Profiler Report" in (tmp_path / "profiler" / "test-profile.txt").read_text()
 
 
-def test_run_json_names_the_commit_the_process_imported(monkeypatch, tmp_path):
-    """A multirun sweep imports the code once; a commit made while it runs must not be credited to later jobs."""
+def test_run_json_names_the_commit_the_process_imported(tmp_path):
+    """A multirun sweep imports the code once; a commit made while it runs must not be credited to later jobs.
+    A copy of the module in a git repository of its own is imported, a commit follows, then a run describes itself."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(provenance.__file__, repo / "provenance.py")
+    (repo / ".gitignore").write_text("__pycache__/\n")  # importing writes one: the tree stays clean
 
-    def git_state_now(repo):
-        raise AssertionError("git asked again when fit starts")
+    def git(*args: str) -> str:
+        command = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+        return subprocess.run([*command, *args], capture_output=True, text=True, check=True).stdout.strip()
 
-    monkeypatch.setattr(provenance, "git_state", git_state_now)
-    monkeypatch.setattr(provenance, "CODE_STATE", {"commit": "at-import", "dirty": False})
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "the code the sweep imports")
+    imported = git("rev-parse", "HEAD")
+    spec = importlib.util.spec_from_file_location("provenance_in_repo", repo / "provenance.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    git("commit", "-q", "--allow-empty", "-m", "committed while the sweep runs")
+    assert git("rev-parse", "HEAD") != imported
+
     trainer = SimpleNamespace(
         datamodule=None, strategy=SimpleNamespace(root_device=torch.device("cpu")), num_devices=1, num_nodes=1,
         precision="bf16-mixed",
     )  # fmt: skip
-    record = provenance.RunProvenance(tmp_path).describe(trainer, torch.nn.Linear(2, 2))
-    assert record["git"] == {"commit": "at-import", "dirty": False}
+    record = module.RunProvenance(tmp_path).describe(trainer, torch.nn.Linear(2, 2))
+    assert record["git"] == {"commit": imported, "dirty": False}
