@@ -4,7 +4,8 @@
   ways of breaking an image folder (``IMAGE_DAMAGE``, ``empty_ship_folder``), ``REAL_DATA`` when present;
 - configs: ``compose_train``, the tiny networks ``TINY_BLOCKS``/``SMALL_BLOCKS``, ``synthetic_overrides``, a fitted
   ``tiny_checkpoint``, and ``block_param_count``, the block's parameter count written out;
-- the real command line: ``run_cli("train", *overrides)`` (``cli_command``/``CLI_ENV`` for a process to signal);
+- the real command line: ``run_cli("train", *overrides)``, ``run_training(run_dir, *overrides)`` for a run that must
+  succeed (``cli_command``/``CLI_ENV`` for a process to signal);
 - what a run leaves: ``scalars``/``scalar_events``/``load_events`` (its TensorBoard events), ``read_csv``/``read_rows``.
 """
 
