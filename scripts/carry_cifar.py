@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar_lit.data import CLASSES, cache_file, load_split, save_cache, sha256, source_fingerprint
+from cifar_lit.data.cache import cache_file, load_split, save_cache, sha256, source_fingerprint
+from cifar_lit.data.source import CLASSES
 
 PUBLISHED_SHA256 = {  # ../shared/data/README.md: uint8 (N, 32, 32, 3) images sorted by class folder then name
     "train": "61bea91e73ac2b02dfb856e685981dce64abe13d4e780aa98a1ac1e7c056d03b",

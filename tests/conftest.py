@@ -1,9 +1,24 @@
-"""Shared fixtures: a small synthetic CIFAR-10 image folder, the real data set when present, Hydra composition."""
+"""The tests' shared toolbox, so each test file says only what it checks.
+
+- data: ``synthetic_root`` (a small synthetic CIFAR-10 image folder), ``write_image_folder``, ``broken_copy`` and the
+  ways of breaking an image folder (``IMAGE_DAMAGE``, ``empty_ship_folder``), ``REAL_DATA`` when present;
+- configs: ``compose_train``, the tiny networks ``TINY_BLOCKS``/``SMALL_BLOCKS``, ``synthetic_overrides``, a fitted
+  ``tiny_checkpoint``, and ``block_param_count``, the block's parameter count written out;
+- the real command line: ``run_cli("train", *overrides)``, ``run_training(run_dir, *overrides)`` for a run that must
+  succeed (``cli_command``/``CLI_ENV`` for a process to signal);
+- what a run leaves: ``scalars``/``scalar_events``/``load_events`` (its TensorBoard events), ``read_csv``/``read_rows``.
+"""
 
 from __future__ import annotations
 
+import csv
 import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -12,6 +27,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cifar_lit.data.source import CLASSES
 
@@ -20,6 +36,7 @@ CONF_DIR = ROOT / "conf"
 REAL_DATA = Path(os.environ.get("CIFAR10_REAL_ROOT", ROOT.parent / "shared" / "data" / "cifar10"))
 
 
+# ------------------------------------------------------------------------------------------------------- data
 def write_image_folder(root: Path, per_class: dict[str, int], seed: int = 0) -> Path:
     """train/ and test/ folders of 32x32 PNGs whose colour depends on the class (so a model can learn them)."""
     rng = np.random.default_rng(seed)
@@ -40,6 +57,42 @@ def synthetic_root(tmp_path_factory) -> Path:
     return write_image_folder(tmp_path_factory.mktemp("cifar_synthetic"), {"train": 40, "test": 10})
 
 
+def broken_copy(source: Path, tmp_path: Path, damage: Callable[[Path], None]) -> Path:
+    """A copy of the image folder ``source`` (the session's ``synthetic_root`` stays intact), with ``damage`` done."""
+    root = tmp_path / "broken"
+    shutil.copytree(source, root)
+    damage(root)
+    return root
+
+
+BAD_IMAGE = Path("test") / "cat" / "cat_0003.png"  # the file each IMAGE_DAMAGE breaks, relative to the root
+
+
+def empty_ship_folder(root: Path) -> None:
+    for file in (root / "test" / "ship").iterdir():
+        file.unlink()
+
+
+def truncate_bad_image(root: Path) -> None:
+    (root / BAD_IMAGE).write_bytes((root / BAD_IMAGE).read_bytes()[:40])
+
+
+def text_as_bad_image(root: Path) -> None:
+    (root / BAD_IMAGE).write_text("not an image")
+
+
+def bad_image_64x64(root: Path) -> None:
+    Image.new("RGB", (64, 64)).save(root / BAD_IMAGE)
+
+
+IMAGE_DAMAGE: dict[str, Callable[[Path], None]] = {
+    "truncated png": truncate_bad_image,
+    "text file named .png": text_as_bad_image,
+    "64x64 image": bad_image_64x64,
+}
+
+
+# ----------------------------------------------------------------------------------------------------- configs
 def compose_train(overrides: list[str], output_dir: Path | None = None, config_name: str = "train") -> DictConfig:
     """The composed train config, with Hydra's runtime set so `${hydra:...}` interpolations resolve."""
     GlobalHydra.instance().clear()
@@ -53,6 +106,8 @@ def compose_train(overrides: list[str], output_dir: Path | None = None, config_n
 
 
 def synthetic_overrides(root: Path, cache: Path) -> list[str]:
+    """Train on the image folder ``root`` (its decoded arrays cached in ``cache``), 100 of its images held out for
+    validation, small batches, on the CPU. Later overrides of the same keys win."""
     return [
         f"data.root={root}",
         f"data.cache_dir={cache}",
@@ -63,7 +118,19 @@ def synthetic_overrides(root: Path, cache: Path) -> list[str]:
     ]
 
 
+# `model.blocks=...`: two blocks, each pooling. TINY_BLOCKS (8 channels) where only the plumbing matters; SMALL_BLOCKS
+# (16 channels) where the network must learn the synthetic images or runs are compared number for number.
 TINY_BLOCKS = "[{in_channels:3,out_channels:8,pool:true},{in_channels:8,out_channels:8,pool:true}]"
+SMALL_BLOCKS = "[{in_channels:3,out_channels:16,pool:true},{in_channels:16,out_channels:16,pool:true}]"
+
+
+def block_param_count(c_in: int, c_out: int, k: int) -> int:
+    """A block's parameters written out (DEVELOPERS.md): the gate, K 3x3 convolutions, the 1x1 skip projection when
+    the channels change, and the block's BatchNorm."""
+    gate = c_in * k + k
+    convs = k * (c_out * c_in * 9 + c_out)
+    skip = 0 if c_in == c_out else c_in * c_out + 2 * c_out
+    return gate + convs + skip + 2 * c_out
 
 
 @pytest.fixture(scope="session")
@@ -89,3 +156,67 @@ def tiny_checkpoint(synthetic_root, tmp_path_factory) -> Path:
     path = out_dir / "tiny.ckpt"
     trainer.save_checkpoint(path)
     return path
+
+
+# -------------------------------------------------------------------------------------------- the command line
+# No GPU, whatever the machine has (the tests compare CPU runs); one thread each: the runs are tiny, several may run
+# at once (DDP ranks, sweeps) and the machine may be shared.
+CLI_ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+
+
+def cli_command(entry: str, *args: str) -> list[str]:
+    """``python -m cifar_lit.<entry> <args>``, as a user types it."""
+    return [sys.executable, "-m", f"cifar_lit.{entry}", *args]
+
+
+def run_cli(entry: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs ``python -m cifar_lit.<entry> <args>`` from the repository root in CLI_ENV and returns what it did
+    (exit status, stdout and stderr as text): the real entry point, Hydra's command line and error handling included."""
+    return subprocess.run(
+        cli_command(entry, *args), cwd=ROOT, env=CLI_ENV, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def run_training(run_dir: Path, *overrides: str) -> Path:
+    """Trains through the real CLI (``python -m cifar_lit.train <overrides> hydra.run.dir=<run_dir>``), fails the
+    test with the end of stderr unless it succeeds, and returns ``run_dir``: what a fixture of a real run does."""
+    result = run_cli("train", *overrides, f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+# ---------------------------------------------------------------------------------------- what a run leaves
+class Scalar(NamedTuple):
+    step: int
+    value: float
+
+
+def load_events(run_dir: Path) -> EventAccumulator:
+    """Every event in ``<run_dir>/tensorboard`` (no sampling: scalars, histograms and images all kept), read by
+    TensorBoard's own loader, as TensorBoard shows them (events orphaned by a resume purged)."""
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "histograms": 0, "images": 0})
+    events.Reload()
+    return events
+
+
+def scalar_events(run_dir: Path) -> dict[str, list[Scalar]]:
+    """Tag -> the run's logged (step, value) pairs, in order."""
+    events = load_events(run_dir)
+    return {tag: [Scalar(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def scalars(run_dir: Path) -> dict[str, list[float]]:
+    """Tag -> the run's logged values, in order: what the report, run.json or a sweep must agree with."""
+    return {tag: [value for _, value in logged] for tag, logged in scalar_events(run_dir).items()}
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """A CSV file with a header row, one dict a row."""
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def read_rows(path: Path) -> list[list[str]]:
+    """A CSV file as its rows of cells, header included."""
+    with path.open(newline="") as file:
+        return list(csv.reader(file))

@@ -3,50 +3,16 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
-from tests.conftest import ROOT, synthetic_overrides
-
-ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-BAD_IMAGE = Path("test") / "cat" / "cat_0003.png"
-
-
-def broken_copy(synthetic_root: Path, tmp_path: Path, damage: Callable[[Path], None]) -> Path:
-    root = tmp_path / "data"
-    shutil.copytree(synthetic_root, root)
-    damage(root)
-    return root
-
-
-def empty_ship_folder(root: Path) -> None:
-    for f in (root / "test" / "ship").iterdir():
-        f.unlink()
-
-
-def truncate(root: Path) -> None:
-    (root / BAD_IMAGE).write_bytes((root / BAD_IMAGE).read_bytes()[:40])
-
-
-def text_as_png(root: Path) -> None:
-    (root / BAD_IMAGE).write_text("not an image")
-
-
-def image_64x64(root: Path) -> None:
-    Image.new("RGB", (64, 64)).save(root / BAD_IMAGE)
-
+from tests.conftest import BAD_IMAGE, IMAGE_DAMAGE, broken_copy, empty_ship_folder, run_cli, synthetic_overrides
 
 DATA_CASES = {
     "empty class folder": (empty_ship_folder, "ship"),
-    "truncated png": (truncate, str(BAD_IMAGE)),
-    "text file named .png": (text_as_png, str(BAD_IMAGE)),
-    "64x64 image": (image_64x64, str(BAD_IMAGE)),
+    **{case: (damage, str(BAD_IMAGE)) for case, damage in IMAGE_DAMAGE.items()},
 }
 # (entry point, overrides, what the message must name); {tmp} is the test's folder
 VALUE_CASES = {
@@ -60,14 +26,10 @@ VALUE_CASES = {
     "argument the optimizer lacks": ("train", ["optimizer=rmsprop", "+optimizer.nesterov=true"], "optimizer.nesterov"),
     "missing checkpoint to resume": ("train", ["ckpt_path={tmp}/missing.ckpt"], "{tmp}/missing.ckpt"),
     "missing last checkpoint": ("train", ["ckpt_path=last"], "{tmp}/run/checkpoints/last.ckpt"),
+    "missing checkpoint to evaluate": ("eval", ["ckpt_path={tmp}/missing.ckpt"], "{tmp}/missing.ckpt"),
     "directory as checkpoint": ("eval", ["ckpt_path={tmp}"], "{tmp}"),
     "run folder under a file": ("train", ["hydra.run.dir={tmp}/file/run"], "{tmp}/file"),
 }
-
-
-def run(entry: str, overrides: list[str]) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", f"cifar_lit.{entry}", *overrides]
-    return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
 
 
 def assert_clean_failure(result: subprocess.CompletedProcess, named: str) -> None:
@@ -90,7 +52,7 @@ def common(synthetic_root: Path, tmp_path: Path) -> list[str]:
 def test_bad_data_fails_cleanly(synthetic_root, tmp_path, case):
     damage, named = DATA_CASES[case]
     root = broken_copy(synthetic_root, tmp_path, damage)
-    result = run("train", [*common(synthetic_root, tmp_path), f"data.root={root}"])
+    result = run_cli("train", *common(synthetic_root, tmp_path), f"data.root={root}")
     assert_clean_failure(result, named)
 
 
@@ -101,7 +63,7 @@ def test_bad_value_fails_cleanly(synthetic_root, tmp_path, case):
     (tmp_path / "file").write_text("a regular file, not a folder")
     overrides = [o.format(tmp=tmp_path) for o in overrides]
     keys = {o.split("=")[0] for o in overrides}
-    result = run(entry, [*(o for o in common(synthetic_root, tmp_path) if o.split("=")[0] not in keys), *overrides])
+    result = run_cli(entry, *(o for o in common(synthetic_root, tmp_path) if o.split("=")[0] not in keys), *overrides)
     assert_clean_failure(result, named.format(tmp=tmp_path))
 
 
@@ -110,5 +72,5 @@ def test_bad_value_fails_cleanly(synthetic_root, tmp_path, case):
 def test_read_only_output_folder_fails_cleanly(synthetic_root, tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
-    result = run("train", [*common(synthetic_root, tmp_path)[:-1], f"hydra.run.dir={locked / 'run'}"])
+    result = run_cli("train", *common(synthetic_root, tmp_path)[:-1], f"hydra.run.dir={locked / 'run'}")
     assert_clean_failure(result, str(locked))

@@ -23,7 +23,16 @@ from cifar_lit.data.datamodule import CIFAR10DataModule
 from cifar_lit.data.source import CLASSES
 from cifar_lit.errors import DataError
 from cifar_lit.hydra_ext.instantiate import instantiate
-from tests.conftest import REAL_DATA, ROOT, TINY_BLOCKS, compose_train, synthetic_overrides
+from tests.conftest import (
+    IMAGE_DAMAGE,
+    REAL_DATA,
+    ROOT,
+    TINY_BLOCKS,
+    broken_copy,
+    compose_train,
+    empty_ship_folder,
+    synthetic_overrides,
+)
 
 
 def test_image_folder_reads_in_cifar_order(synthetic_root, tmp_path):
@@ -172,37 +181,21 @@ def test_missing_data_says_how_to_provide_it(tmp_path):
         load_split(tmp_path / "nowhere", "train", tmp_path / "cache")
 
 
-def broken_copy(synthetic_root, tmp_path):
-    root = tmp_path / "broken"
-    shutil.copytree(synthetic_root, root)
-    return root
-
-
 def test_missing_class_folder_is_named(synthetic_root, tmp_path):
-    root = broken_copy(synthetic_root, tmp_path)
-    shutil.rmtree(root / "train" / "frog")
+    root = broken_copy(synthetic_root, tmp_path, lambda root: shutil.rmtree(root / "train" / "frog"))
     with pytest.raises(DataError, match="frog"):
         load_split(root, "train", None)
 
 
 def test_empty_class_folder_is_named(synthetic_root, tmp_path):
-    root = broken_copy(synthetic_root, tmp_path)
-    for f in (root / "test" / "ship").iterdir():
-        f.unlink()
+    root = broken_copy(synthetic_root, tmp_path, empty_ship_folder)
     with pytest.raises(DataError, match="ship.*empty"):
         load_split(root, "test", None)
 
 
-@pytest.mark.parametrize("kind", ["truncated", "text", "64x64"])
+@pytest.mark.parametrize("kind", IMAGE_DAMAGE)
 def test_bad_image_file_is_named(synthetic_root, tmp_path, kind):
-    root = broken_copy(synthetic_root, tmp_path)
-    bad = root / "test" / "cat" / "cat_0003.png"
-    if kind == "truncated":
-        bad.write_bytes(bad.read_bytes()[:40])
-    elif kind == "text":
-        bad.write_text("not an image")
-    else:
-        Image.new("RGB", (64, 64)).save(bad)
+    root = broken_copy(synthetic_root, tmp_path, IMAGE_DAMAGE[kind])
     with pytest.raises(DataError, match="cat_0003.png"):
         load_split(root, "test", None)
 
@@ -221,4 +214,3 @@ def test_real_cifar10_matches_published_checksums(tmp_path_factory):
     np.testing.assert_allclose(dm.mean.numpy(), [0.4914, 0.4822, 0.4465], atol=1e-3)
     np.testing.assert_allclose(dm.std.numpy(), [0.2470, 0.2435, 0.2616], atol=1e-3)
     assert np.bincount(dm.splits["train"][1]).tolist() == [100] * 10
-    assert len(CLASSES) == 10

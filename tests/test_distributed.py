@@ -3,7 +3,6 @@ synced validation accuracy that is exactly the single-process accuracy of the ch
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,10 +14,7 @@ from cifar_lit.data.datamodule import CIFAR10DataModule
 from cifar_lit.data.loaders import eval_sampler
 from cifar_lit.hydra_ext.instantiate import instantiate
 from cifar_lit.training.checkpoint import load_module
-from tests.conftest import compose_train, synthetic_overrides
-from tests.test_train import run, scalars
-
-TINY = "[{in_channels:3,out_channels:16,pool:true},{in_channels:16,out_channels:16,pool:true}]"
+from tests.conftest import SMALL_BLOCKS, compose_train, read_csv, run_cli, scalars, synthetic_overrides
 
 
 def data_overrides(synthetic_root: Path, cache: Path) -> list[str]:
@@ -33,7 +29,7 @@ def ddp_overrides(synthetic_root: Path, cache: Path) -> list[str]:
         "trainer.max_epochs=2",
         "trainer.precision=32",  # the single-process check below evaluates in fp32 too
         "test=false",
-        f"model.blocks={TINY}",
+        f"model.blocks={SMALL_BLOCKS}",
         *data_overrides(synthetic_root, cache),
     ]
 
@@ -69,7 +65,7 @@ def test_shards_are_the_data_parallel_ranks_not_the_processes(synthetic_root, tm
 @pytest.mark.slow
 def test_ddp_cpu_run_has_one_run_dir_and_the_exact_synced_accuracy(synthetic_root, tmp_path):
     logs = tmp_path / "logs"
-    result = run("cifar_lit.train", *ddp_overrides(synthetic_root, tmp_path / "cache"), f"paths.log_dir={logs}")
+    result = run_cli("train", *ddp_overrides(synthetic_root, tmp_path / "cache"), f"paths.log_dir={logs}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert [p.name for p in logs.iterdir()] == ["runs"] and len(list((logs / "runs").iterdir())) == 1
     run_dir = next((logs / "runs").iterdir())
@@ -85,7 +81,7 @@ def test_ddp_cpu_run_has_one_run_dir_and_the_exact_synced_accuracy(synthetic_roo
 def test_ddp_cpu_with_the_per_image_dataloader_counts_each_evaluation_image_once(synthetic_root, tmp_path):
     logs, loader = tmp_path / "logs", "data.loader=torch"  # Lightning would shard it with a padding sampler
     overrides = [*ddp_overrides(synthetic_root, tmp_path / "cache"), "trainer.max_epochs=1", loader]
-    result = run("cifar_lit.train", *overrides, f"paths.log_dir={logs}")
+    result = run_cli("train", *overrides, f"paths.log_dir={logs}")
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = next((logs / "runs").iterdir())
     (logged,) = scalars(run_dir)["val/acc"]
@@ -96,7 +92,7 @@ def single_process_val_acc(run_dir: Path, synthetic_root: Path, tmp_path: Path, 
     """The validation accuracy of the run's last checkpoint (saved at the end of the last epoch) in one process:
     what the ranks' synced accuracy must equal (1/101 apart would be one image counted twice)."""
     data = data_overrides(synthetic_root, tmp_path / "cache")
-    cfg = compose_train([f"model.blocks={TINY}", *data, *overrides], tmp_path)
+    cfg = compose_train([f"model.blocks={SMALL_BLOCKS}", *data, *overrides], tmp_path)
     module = load_module(run_dir / "checkpoints" / "last.ckpt")
     trainer = L.Trainer(accelerator="cpu", devices=1, precision=32, logger=False, enable_progress_bar=False)
     return trainer.validate(module, datamodule=instantiate(cfg.data), verbose=False)[0]["val/acc"]
@@ -106,7 +102,7 @@ def single_process_val_acc(run_dir: Path, synthetic_root: Path, tmp_path: Path, 
 def test_ddp_cpu_in_a_multirun_runs_each_job_once_in_its_own_dir(synthetic_root, tmp_path):
     sweep, logs = tmp_path / "sweep", tmp_path / "logs"
     overrides = [*ddp_overrides(synthetic_root, tmp_path / "cache"), "trainer.max_epochs=1", "optimizer.lr=0.01,0.02"]
-    result = run("cifar_lit.train", "-m", *overrides, f"hydra.sweep.dir={sweep}", f"paths.log_dir={logs}")
+    result = run_cli("train", "-m", *overrides, f"hydra.sweep.dir={sweep}", f"paths.log_dir={logs}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert not logs.exists()  # no run or sweep folder of rank 1's own
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
@@ -115,6 +111,5 @@ def test_ddp_cpu_in_a_multirun_runs_each_job_once_in_its_own_dir(synthetic_root,
     for job in ("0", "1"):
         assert (sweep / job / "train_ddp_process_1.log").is_file()  # rank 1 ran this job, in this job's folder
         assert len(scalars(sweep / job)["val/acc"]) == 1
-    with (sweep / "summary.csv").open() as f:
-        assert sorted((r["job"], r["status"]) for r in csv.DictReader(f)) == [("0", "ok"), ("1", "ok")]
+    assert sorted((r["job"], r["status"]) for r in read_csv(sweep / "summary.csv")) == [("0", "ok"), ("1", "ok")]
     assert result.stdout.count("| job |") == 1  # one summary: rank 1 ran no sweep of its own

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import pytest
 import torch
 from PIL import Image
@@ -16,20 +13,14 @@ from cifar_lit.data.source import CLASSES
 from cifar_lit.eval import evaluate
 from cifar_lit.reporting.confusion import CONFUSION_CSV, CONFUSION_PNG, PER_CLASS_CSV
 from cifar_lit.training.checkpoint import read_checkpoint
-from tests.conftest import compose_train, synthetic_overrides
-from tests.test_train import run
+from tests.conftest import compose_train, read_rows, run_cli, synthetic_overrides
 
 TEST_IMAGES_PER_CLASS = 10  # conftest.synthetic_root
 
 
-def read_rows(path: Path) -> list[list[str]]:
-    with path.open(newline="") as file:
-        return list(csv.reader(file))
-
-
 def test_eval_writes_confusion_matrix_and_per_class_accuracy(tiny_checkpoint, synthetic_root, tmp_path):
-    result = run(
-        "cifar_lit.eval",
+    result = run_cli(
+        "eval",
         f"ckpt_path={tiny_checkpoint}",
         f"hydra.run.dir={tmp_path}",
         *synthetic_overrides(synthetic_root, tmp_path / "cache"),

@@ -14,8 +14,7 @@ from cifar_lit.data.source import CLASSES, list_image_folder
 from cifar_lit.errors import ConfigError
 from cifar_lit.export import METADATA_FILE, export
 from cifar_lit.training.checkpoint import load_module, read_checkpoint
-from tests.conftest import compose_train
-from tests.test_train import run
+from tests.conftest import compose_train, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +35,7 @@ def export_to(ckpt, fmt: str, output, tmp_path):
 
 def test_torchscript_export_cli_matches_the_checkpoint(tiny_checkpoint, batch_and_logits, tmp_path):
     x, logits, mean = batch_and_logits
-    result = run("cifar_lit.export", f"ckpt_path={tiny_checkpoint}", "format=torchscript", f"hydra.run.dir={tmp_path}")
+    result = run_cli("export", f"ckpt_path={tiny_checkpoint}", "format=torchscript", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     path = tmp_path / "tiny.pt"  # default: the run dir, named after the checkpoint
     assert f"wrote {path}" in result.stdout

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +15,7 @@ from cifar_lit.data.source import CLASSES, list_image_folder
 from cifar_lit.errors import CheckpointError, ConfigError
 from cifar_lit.predict import find_inputs, predict, predict_files
 from cifar_lit.training.checkpoint import load_module, read_checkpoint
-from tests.conftest import compose_train
-from tests.test_train import run
-
-
-def data_overrides(root: Path, cache: Path) -> list[str]:
-    return [f"data.root={root}", f"data.cache_dir={cache}"]
+from tests.conftest import compose_train, read_csv, run_cli, synthetic_overrides
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +34,8 @@ def mixed_folder(tmp_path_factory) -> Path:
 
 def test_predict_cli_classifies_every_readable_image_and_names_the_bad_one(tiny_checkpoint, mixed_folder, tmp_path):
     output = tmp_path / "predictions.csv"
-    result = run(
-        "cifar_lit.predict",
+    result = run_cli(
+        "predict",
         f"ckpt_path={tiny_checkpoint}",
         f"inputs={mixed_folder}",
         "topk=10",
@@ -50,8 +44,7 @@ def test_predict_cli_classifies_every_readable_image_and_names_the_bad_one(tiny_
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "bad.png" in result.stdout + result.stderr and "predictions (4 files)" in result.stdout
-    with output.open(newline="") as file:
-        rows = {Path(row["file"]).name: row for row in csv.DictReader(file)}
+    rows = {Path(row["file"]).name: row for row in read_csv(output)}
     assert set(rows) == {"rgba_64x48.png", "gray_20x20.jpg", "rgb_32x32.bmp", "bad.png"}
     assert rows["bad.png"]["error"] and not rows["bad.png"]["class"]
 
@@ -90,7 +83,7 @@ def test_old_checkpoint_recomputes_the_normalisation_from_the_training_set(tiny_
     checkpoint = read_checkpoint(tiny_checkpoint)
     stored = checkpoint.pop(DATAMODULE_KEY)
     torch.save(checkpoint, tmp_path / "old.ckpt")
-    data = compose_train(data_overrides(synthetic_root, tmp_path / "cache")).data
+    data = compose_train(synthetic_overrides(synthetic_root, tmp_path / "cache")).data
     recomputed = training_normalisation(tmp_path / "old.ckpt", data)
     assert recomputed.mean == pytest.approx(stored["mean"]) and recomputed.std == pytest.approx(stored["std"])
     assert str(synthetic_root) in recomputed.source

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -18,7 +19,6 @@ import pytest
 import torch
 from google.protobuf import struct_pb2
 from omegaconf import OmegaConf
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
@@ -27,10 +27,8 @@ from cifar_lit.callbacks.provenance import RUN_FILE
 from cifar_lit.data.cache import cache_file, source_fingerprint
 from cifar_lit.hydra_ext.instantiate import build_module
 from cifar_lit.train import train
-from tests.conftest import ROOT, TINY_BLOCKS, compose_train, synthetic_overrides
+from tests.conftest import CLI_ENV, ROOT, TINY_BLOCKS, compose_train, run_training, scalars, synthetic_overrides
 
-# one thread: the machine has 2 cores and may be training something else
-ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
 # spaces inside an override: the reproduce command must quote it
 BLOCKS = "[{in_channels: 3, out_channels: 16, pool: true}, {in_channels: 16, out_channels: 16, pool: true}]"
 TAGS = ["provenance", "check"]
@@ -57,22 +55,12 @@ def run_overrides(synthetic_root, cache_dir) -> list[str]:
 @pytest.fixture(scope="module")
 def run_dir(run_overrides, tmp_path_factory) -> Path:
     """A real two-epoch run (python -m cifar_lit.train), tested at the end."""
-    run_dir = tmp_path_factory.mktemp("provenance_run")
-    cmd = [sys.executable, "-m", "cifar_lit.train", *run_overrides, f"hydra.run.dir={run_dir}"]
-    result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
+    return run_training(tmp_path_factory.mktemp("provenance_run"), *run_overrides)
 
 
 @pytest.fixture(scope="module")
 def record(run_dir) -> dict:
     return json.loads((run_dir / RUN_FILE).read_text())
-
-
-def scalars(run_dir: Path) -> dict[str, list[float]]:
-    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
-    events.Reload()
-    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 def hparams_summaries(run_dir: Path) -> dict[str, list[bytes]]:
@@ -193,6 +181,7 @@ def test_debug_config_runs(debug, synthetic_root, tmp_path):
         assert record["metrics"].keys() == {"val/acc_best", "test/acc"}
     if debug == "overfit":  # validated on a few batches, but no best-val/acc checkpoint and no test
         assert checkpoints == ["last.ckpt"]
+        assert hparams_metadata.EXPERIMENT_TAG in hparams_summaries(tmp_path)  # after fit: no test follows
         assert "val/acc" in metrics and not any(name.startswith("test/") for name in metrics)
     if debug in ("limit", "profiler"):
         assert record["metrics"].keys() == {"val/acc_best", "test/acc"}
@@ -232,7 +221,7 @@ def test_importing_the_training_code_runs_no_git(tmp_path):
     fake_git.parent.mkdir()
     fake_git.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     fake_git.chmod(0o755)
-    env = {**ENV, "PATH": f"{fake_git.parent}{os.pathsep}{ENV['PATH']}"}
+    env = {**CLI_ENV, "PATH": f"{fake_git.parent}{os.pathsep}{CLI_ENV['PATH']}"}
     command = [sys.executable, "-c", "import cifar_lit.train, cifar_lit.callbacks.provenance; import shutil; "
                "print(shutil.which('git'))"]  # fmt: skip
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)

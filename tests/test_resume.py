@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cifar_lit.callbacks.provenance import RUN_FILE
 from cifar_lit.training.checkpoint import load_module
-from tests.conftest import ROOT, compose_train, synthetic_overrides
+from tests.conftest import (
+    CLI_ENV,
+    ROOT,
+    SMALL_BLOCKS,
+    Scalar,
+    cli_command,
+    compose_train,
+    run_cli,
+    scalar_events,
+    synthetic_overrides,
+)
 
-ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-TINY = "[{in_channels:3,out_channels:16,pool:true},{in_channels:16,out_channels:16,pool:true}]"
 EPOCHS = 3
 
 
@@ -30,7 +35,7 @@ def overrides(synthetic_root: Path, cache: Path, run_dir: Path, *extra: str) -> 
         f"trainer.max_epochs={EPOCHS}",
         "trainer.deterministic=true",
         "seed=7",
-        f"model.blocks={TINY}",
+        f"model.blocks={SMALL_BLOCKS}",
         "test=false",
         "~callbacks.progress_bar",
         f"hydra.run.dir={run_dir}",
@@ -38,21 +43,6 @@ def overrides(synthetic_root: Path, cache: Path, run_dir: Path, *extra: str) -> 
         "data.batch_size=8",
         *extra,
     ]
-
-
-def command(args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "cifar_lit.train", *args]
-
-
-def run(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(command(args), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
-
-
-def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """(step, value) per tag, over every event file in the folder, as TensorBoard shows them (purges applied)."""
-    events = EventAccumulator(str(run_dir / "tensorboard"))
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 def checkpoint_epoch(path: Path) -> int | None:
@@ -68,7 +58,9 @@ def start_and_wait_mid_epoch(args: list[str], run_dir: Path, log: Path, into: fl
     epoch 2 (as a fraction of the time epoch 1 took; kept small, the CPU may be shared and epochs uneven)."""
     last = run_dir / "checkpoints" / "last.ckpt"
     with log.open("w") as stderr:
-        process = subprocess.Popen(command(args), cwd=ROOT, env=ENV, stdout=stderr, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            cli_command("train", *args), cwd=ROOT, env=CLI_ENV, stdout=stderr, stderr=subprocess.STDOUT
+        )
     seen: dict[int, float] = {}
     deadline = time.monotonic() + 240
     while 1 not in seen:
@@ -86,12 +78,12 @@ def start_and_wait_mid_epoch(args: list[str], run_dir: Path, log: Path, into: fl
 @pytest.fixture(scope="module")
 def uninterrupted(synthetic_root, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("uninterrupted")
-    result = run(overrides(synthetic_root, tmp_path_factory.mktemp("cache"), run_dir))
+    result = run_cli("train", *overrides(synthetic_root, tmp_path_factory.mktemp("cache"), run_dir))
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 
 
-def per_epoch(logged: dict[str, list[tuple[int, float]]], tag: str) -> list[float]:
+def per_epoch(logged: dict[str, list[Scalar]], tag: str) -> list[float]:
     steps = [step for step, _ in logged[tag]]
     assert steps == sorted(set(steps)), f"{tag}: duplicated or out-of-order steps {steps}"
     return [value for _, value in logged[tag]]
@@ -107,11 +99,11 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(uninterrupted, sy
     assert checkpoint_epoch(run_dir / "checkpoints" / "last.ckpt") == 1, "killed after epoch 2 ended: not mid-epoch"
     assert not any(p.name.startswith(".partial-") for p in (run_dir / "checkpoints").iterdir())
 
-    result = run([*args, "ckpt_path=last"])
+    result = run_cli("train", *args, "ckpt_path=last")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ended before the epoch ended" not in result.stderr  # resumed from an epoch end, not mid-epoch
 
-    resumed, reference = scalars(run_dir), scalars(uninterrupted)
+    resumed, reference = scalar_events(run_dir), scalar_events(uninterrupted)
     for tag in ("train/loss", "val/acc"):
         assert [step for step, _ in resumed[tag]] == [step for step, _ in reference[tag]], tag
         assert len(per_epoch(resumed, tag)) == EPOCHS, tag
@@ -141,9 +133,9 @@ def test_sigterm_saves_a_checkpoint_that_resumes(uninterrupted, synthetic_root, 
     first = json.loads((run_dir / RUN_FILE).read_text())
     assert first["status"] == "failed" and first["wall_time_s"] > 0
 
-    result = run([*args, "ckpt_path=last"])
+    result = run_cli("train", *args, "ckpt_path=last")
     assert result.returncode == 0, result.stderr[-3000:]
-    logged = scalars(run_dir)
+    logged = scalar_events(run_dir)
     assert len(per_epoch(logged, "val/acc")) == EPOCHS and len(per_epoch(logged, "train/loss")) == EPOCHS
     record = json.loads((run_dir / RUN_FILE).read_text())  # the resumed fit continues the first one's record
     assert record["status"] == "finished" and record["started_at"] == first["started_at"]
@@ -162,7 +154,7 @@ def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(synth
         "+scheduler.gamma=1e8",
         "+scheduler.interval=epoch",
     ]
-    result = run(overrides(synthetic_root, tmp_path / "cache", run_dir, *exploding_lr))
+    result = run_cli("train", *overrides(synthetic_root, tmp_path / "cache", run_dir, *exploding_lr))
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     message = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
@@ -175,7 +167,7 @@ def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(synth
 
 @pytest.mark.slow
 def test_resume_without_a_last_checkpoint_names_the_missing_file(synthetic_root, tmp_path):
-    result = run(overrides(synthetic_root, tmp_path / "cache", tmp_path / "fresh", "ckpt_path=last"))
+    result = run_cli("train", *overrides(synthetic_root, tmp_path / "cache", tmp_path / "fresh", "ckpt_path=last"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"{tmp_path / 'fresh' / 'checkpoints' / 'last.ckpt'}" in result.stderr and "hydra.run.dir" in result.stderr
 
@@ -187,7 +179,7 @@ def test_last_checkpoint_is_the_latest_epoch_even_when_the_best_did_not_change(s
     never decreases, in mode min) is saved after epoch 1 only."""
     run_dir = tmp_path / "run"
     extra = ["trainer.max_epochs=2", "monitor=val/acc_best", "callbacks.model_checkpoint.mode=min"]
-    result = run(overrides(synthetic_root, tmp_path / "cache", run_dir, *extra))
+    result = run_cli("train", *overrides(synthetic_root, tmp_path / "cache", run_dir, *extra))
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
     assert checkpoint_epoch(run_dir / "checkpoints" / "last.ckpt") == 1

@@ -3,41 +3,25 @@ jobs, threads per job) and the SLURM launcher's config."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import compose_train, synthetic_overrides
-from tests.test_train import run, scalars
-
-TINY = "[{in_channels:3,out_channels:16,pool:true},{in_channels:16,out_channels:16,pool:true}]"
+from tests.conftest import SMALL_BLOCKS, compose_train, read_csv, run_cli, scalars, synthetic_overrides
 
 
 def quick_overrides(synthetic_root: Path, cache: Path) -> list[str]:
-    return ["trainer.max_epochs=1", "test=false", f"model.blocks={TINY}", *synthetic_overrides(synthetic_root, cache)]
+    return [
+        "trainer.max_epochs=1",
+        "test=false",
+        f"model.blocks={SMALL_BLOCKS}",
+        *synthetic_overrides(synthetic_root, cache),
+    ]
 
 
-def summary_rows(sweep: Path) -> list[dict[str, str]]:
-    with (sweep / "summary.csv").open() as f:
-        return list(csv.DictReader(f))
-
-
-def test_optuna_search_config():
-    cfg = compose_train(["hparams_search=optuna", "hydra.sweep.dir=/somewhere/sweep"])
-    sweeper = cfg.hydra.sweeper
-    assert sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.mode.name == "MULTIRUN"
-    assert sweeper.direction == "maximize" and sweeper.sampler._target_ == "optuna.samplers.TPESampler"
-    assert sweeper.sampler.seed == cfg.seed and sweeper.study_name
-    assert sweeper.storage == "sqlite:////somewhere/sweep/optuna.db"  # an absolute sweep dir: four slashes
-    assert set(sweeper.params) == {"optimizer.lr", "data.batch_size", "model.classifier.dropout", "model.num_branches"}
-
-
-def test_launcher_configs_compose():
-    joblib = compose_train(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1"])
-    assert joblib.hydra.launcher._target_.endswith("JoblibLauncher") and joblib.hydra.launcher.n_jobs == 2
-    assert joblib.threads == 1
+def test_slurm_launcher_takes_its_tasks_and_nodes_from_the_trainer():
+    """SLURM cannot run here: at least the job shape it would request follows trainer.devices and num_nodes."""
     slurm = compose_train(["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"])
     launcher = OmegaConf.to_container(slurm.hydra.launcher, resolve=True)
     assert launcher["_target_"].endswith("SlurmLauncher")
@@ -59,7 +43,7 @@ def test_optuna_sweep_records_each_trial_and_survives_a_failed_one(synthetic_roo
         f"hydra.sweep.dir={sweep}",
         *quick_overrides(synthetic_root, tmp_path / "cache"),
     ]
-    result = run("cifar_lit.train", *overrides)
+    result = run_cli("train", *overrides)
     assert result.returncode == 1, result.stderr[-3000:]  # the search went on, and its exit status says a job failed
     assert "jobs failed" in result.stderr
     study = optuna.load_study(study_name="cifar_lit_block_net", storage=f"sqlite:///{sweep}/optuna.db")
@@ -75,19 +59,17 @@ def test_optuna_sweep_records_each_trial_and_survives_a_failed_one(synthetic_roo
             assert trial.state == optuna.trial.TrialState.COMPLETE
             assert trial.value == pytest.approx(max(scalars(job)["val/acc"]))  # the job's val/acc_best
     assert OmegaConf.load(sweep / "optimization_results.yaml").best_value == pytest.approx(study.best_value)
-    assert len(summary_rows(sweep)) == 3
+    assert len(read_csv(sweep / "summary.csv")) == 3
 
 
 @pytest.mark.slow
 def test_joblib_launcher_runs_jobs_in_parallel_with_their_threads(synthetic_root, tmp_path):
     sweep = tmp_path / "sweep"
     overrides = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1", "optimizer.lr=0.01,0.005"]
-    result = run(
-        "cifar_lit.train", "-m", *overrides, f"hydra.sweep.dir={sweep}", *quick_overrides(synthetic_root, tmp_path)
-    )
+    result = run_cli("train", "-m", *overrides, f"hydra.sweep.dir={sweep}", *quick_overrides(synthetic_root, tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in result.stderr + result.stdout
     for job in ("0", "1"):
         assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
         assert "torch threads: 1" in (sweep / job / "train.log").read_text()
-    assert sorted((r["job"], r["status"]) for r in summary_rows(sweep)) == [("0", "ok"), ("1", "ok")]
+    assert sorted((r["job"], r["status"]) for r in read_csv(sweep / "summary.csv")) == [("0", "ok"), ("1", "ok")]

@@ -17,41 +17,37 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cifar_lit.callbacks import tensorboard_extras
 from cifar_lit.callbacks.tensorboard_extras import TensorBoardExtras, denormalize
 from cifar_lit.data.augment import normalize
 from cifar_lit.hydra_ext.instantiate import build_module, instantiate
 from cifar_lit.training.tta import shift
-from tests.conftest import TINY_BLOCKS, compose_train, synthetic_overrides
-from tests.test_train import ENV, run, scalars
+from tests.conftest import (
+    CLI_ENV,
+    SMALL_BLOCKS,
+    TINY_BLOCKS,
+    compose_train,
+    load_events,
+    run_training,
+    scalars,
+    synthetic_overrides,
+)
 
 VAL_SIZE, BRANCHES, EPOCHS = 60, 2, 2
-TINY = "[{in_channels:3,out_channels:16,pool:true},{in_channels:16,out_channels:16,pool:true}]"
 
 
 @pytest.fixture(scope="module")
 def tiny_run(synthetic_root, tmp_path_factory) -> Path:
     """Two epochs of a two-block, K=2 network, then the final test: every TensorBoard view gets written."""
-    run_dir = tmp_path_factory.mktemp("tiny_run")
-    result = run(
-        "cifar_lit.train",
+    return run_training(
+        tmp_path_factory.mktemp("tiny_run"),
         f"trainer.max_epochs={EPOCHS}",
-        f"model.blocks={TINY}",
+        f"model.blocks={SMALL_BLOCKS}",
         f"model.num_branches={BRANCHES}",
-        f"hydra.run.dir={run_dir}",
         *synthetic_overrides(synthetic_root, tmp_path_factory.mktemp("cache")),
         f"data.val_size={VAL_SIZE}",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
-
-
-def events(run_dir: Path) -> EventAccumulator:
-    accumulator = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"histograms": 0, "images": 0})
-    accumulator.Reload()
-    return accumulator
 
 
 def test_denormalize_inverts_normalize():
@@ -64,7 +60,7 @@ def test_denormalize_inverts_normalize():
 
 @pytest.mark.slow
 def test_gate_histograms_cover_every_branch_of_every_block_each_epoch(tiny_run):
-    accumulator = events(tiny_run)
+    accumulator = load_events(tiny_run)
     tags = {f"gates/block{i}/branch{k}" for i in range(2) for k in range(BRANCHES)}
     assert tags <= set(accumulator.Tags()["histograms"])
     for tag in tags:
@@ -77,7 +73,7 @@ def test_gate_histograms_cover_every_branch_of_every_block_each_epoch(tiny_run):
 
 @pytest.mark.slow
 def test_confusion_matrix_and_misclassified_images_for_val_and_test(tiny_run):
-    accumulator = events(tiny_run)
+    accumulator = load_events(tiny_run)
     images = set(accumulator.Tags()["images"])
     for split in ("val", "test"):
         assert {f"{split}/confusion_matrix", f"{split}/misclassified"} <= images
@@ -151,7 +147,7 @@ def test_tensorboard_server_serves_the_logged_val_acc(tiny_run, tmp_path):
     cmd += ["--port", str(port), "--reload_interval", "1"]
     log = tmp_path / "tensorboard.log"
     with log.open("w") as out:
-        server = subprocess.Popen(cmd, env=ENV, stdout=out, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(cmd, env=CLI_ENV, stdout=out, stderr=subprocess.STDOUT)
     try:
         base, served = f"http://127.0.0.1:{port}", None
         deadline = time.monotonic() + 90

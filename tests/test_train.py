@@ -2,45 +2,22 @@
 
 from __future__ import annotations
 
-import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cifar_lit.train import train
-from tests.conftest import ROOT, compose_train, synthetic_overrides
-
-ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-
-
-def run(module: str, *overrides: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", module, *overrides]
-    return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
-
-
-def scalars(run_dir: Path) -> dict[str, list[float]]:
-    events = EventAccumulator(str(run_dir / "tensorboard"))
-    events.Reload()
-    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+from tests.conftest import SMALL_BLOCKS, compose_train, read_csv, run_cli, run_training, scalars, synthetic_overrides
 
 
 @pytest.fixture(scope="module")
 def smoke_run(synthetic_root, tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("smoke_run")
-    cache = tmp_path_factory.mktemp("cache")
-    result = run(
-        "cifar_lit.train",
+    return run_training(
+        tmp_path_factory.mktemp("smoke_run"),
         "experiment=smoke",
         "trainer.max_epochs=2",
-        f"hydra.run.dir={run_dir}",
-        *synthetic_overrides(synthetic_root, cache),
+        *synthetic_overrides(synthetic_root, tmp_path_factory.mktemp("cache")),
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
 
 
 @pytest.mark.slow
@@ -72,8 +49,8 @@ def test_lightnings_own_messages_reach_train_log_once(smoke_run):
 @pytest.mark.slow
 def test_eval_reloads_the_checkpoint(smoke_run, synthetic_root, tmp_path):
     best = next(p for p in (smoke_run / "checkpoints").iterdir() if p.name.startswith("epoch_"))
-    result = run(
-        "cifar_lit.eval",
+    result = run_cli(
+        "eval",
         f"ckpt_path={best}",
         f"hydra.run.dir={tmp_path}",
         *synthetic_overrides(synthetic_root, tmp_path / "cache"),
@@ -85,16 +62,6 @@ def test_eval_reloads_the_checkpoint(smoke_run, synthetic_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_bad_values_fail_cleanly_before_training(tmp_path):
-    result = run("cifar_lit.train", "optimizer.lr=-1", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 1
-    assert "optimizer.lr" in result.stderr and "Traceback" not in result.stderr
-    result = run("cifar_lit.train", f"data.root={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 1 and "no CIFAR-10 found" in result.stderr and "Traceback" not in result.stderr
-    result = run("cifar_lit.eval", f"ckpt_path={tmp_path / 'missing.ckpt'}", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 1 and "does not exist" in result.stderr
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("overrides", "ways_out"),
@@ -109,8 +76,8 @@ def test_bad_values_fail_cleanly_before_training(tmp_path):
 )
 def test_a_monitor_that_is_never_logged_fails_before_training(synthetic_root, tmp_path, overrides, ways_out):
     """ModelCheckpoint would find the metric missing only after the first epoch's validation, saving nothing."""
-    result = run(
-        "cifar_lit.train",
+    result = run_cli(
+        "train",
         *synthetic_overrides(synthetic_root, tmp_path / "cache"),
         *overrides,
         f"hydra.run.dir={tmp_path}",
@@ -125,14 +92,13 @@ def test_a_monitor_that_is_never_logged_fails_before_training(synthetic_root, tm
 @pytest.mark.slow
 def test_multirun_summarises_itself_and_survives_a_failing_job(synthetic_root, tmp_path):
     overrides = ["experiment=smoke", "optimizer.lr=0.01,-1", "test=false", f"hydra.sweep.dir={tmp_path}"]
-    result = run("cifar_lit.train", "-m", *overrides, *synthetic_overrides(synthetic_root, tmp_path / "cache"))
+    result = run_cli("train", "-m", *overrides, *synthetic_overrides(synthetic_root, tmp_path / "cache"))
     assert result.returncode == 1, result.stderr[-3000:]  # the sweep ran on, but says that a job failed
     assert "1 of 2 jobs failed (jobs 1)" in result.stderr
     assert (tmp_path / "0" / "checkpoints" / "last.ckpt").is_file()
     assert "val/acc" in scalars(tmp_path / "0")
     assert "optimizer.lr" in (tmp_path / "1" / "FAILED.txt").read_text()
-    with (tmp_path / "summary.csv").open() as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(tmp_path / "summary.csv")
     assert [(r["job"], r["status"]) for r in rows] == [("0", "ok"), ("1", "failed")]
     assert float(rows[0]["best val acc"]) == max(scalars(tmp_path / "0")["val/acc"])
     assert "failed" in result.stdout  # the summary is printed at the end of the sweep
@@ -140,7 +106,6 @@ def test_multirun_summarises_itself_and_survives_a_failing_job(synthetic_root, t
 
 def test_overfits_one_small_batch(synthetic_root, tmp_path):
     """A sound model and optimiser drive the loss on a few fixed batches towards zero."""
-    tiny = "[{in_channels:3,out_channels:16,pool:true},{in_channels:16,out_channels:16,pool:true}]"
     overrides = [
         "debug=overfit",
         "trainer.overfit_batches=1",
@@ -149,7 +114,7 @@ def test_overfits_one_small_batch(synthetic_root, tmp_path):
         "~logger",
         "~callbacks",
         "+trainer.enable_checkpointing=false",
-        f"model.blocks={tiny}",
+        f"model.blocks={SMALL_BLOCKS}",
         "optimizer.lr=0.01",
         "model.classifier.dropout=0",
         *synthetic_overrides(synthetic_root, tmp_path / "c"),
