@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import tarfile
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,6 +46,7 @@ def find_layout(root: Path) -> str:
 
 
 def how_to_provide(root: Path) -> str:
+    """The two ways to give a run its data, for every message that finds none under ``root``."""
     return (
         "Either\n"
         f"  1. put the official python archive there ({root / ARCHIVE_DIR}/, from "
@@ -109,7 +111,10 @@ def download_archive(root: Path, url: str | None = None, md5: Mapping[str, str] 
                 f"{url}: md5 mismatch, the download's md5 is {actual}, not {dataset.tgz_md5} (a corrupt download, "
                 f"or not the CIFAR-10 python archive); nothing was kept under {root}"
             )
-        extract_archive(str(staging / dataset.filename), str(staging))
+        try:
+            extract_archive(str(staging / dataset.filename), str(staging))
+        except (tarfile.TarError, EOFError, OSError) as err:  # only an archive checked against data.md5 gets here
+            raise DataError(f"{url}: the downloaded archive cannot be unpacked ({err})") from err
         files = [*dataset.train_list, *dataset.test_list, [dataset.meta["filename"], dataset.meta["md5"]]]
         for name, expected in files:
             if not check_integrity(str(staging / ARCHIVE_DIR / name), expected):
