@@ -3,11 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 ARGS ?=
-# Use the read-only CIFAR-10 image folder of this workplace when it is there and $CIFAR10_ROOT is not set. The data/
-# fallback is conf/data/cifar10.yaml's alone (an exported empty CIFAR10_ROOT would override it, hence the ifneq).
-ifneq ($(wildcard ../shared/data/cifar10/train),)
-export CIFAR10_ROOT ?= $(abspath ../shared/data/cifar10)
-endif
+# Data: data.root is $CIFAR10_ROOT when set, else data/ (conf/data/cifar10.yaml), where the first run downloads it.
 
 .PHONY: install train test lint bench report
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,16 +76,22 @@ class SplitSource:
 
 
 def load_split_with_source(
-    root: str | Path, split: str, cache_dir: str | Path | None, download: bool = False
+    root: str | Path,
+    split: str,
+    cache_dir: str | Path | None,
+    download: bool = False,
+    download_url: str | None = None,
+    md5: Mapping[str, str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, SplitSource]:
     """Decoded (images uint8 (N, 32, 32, 3), labels int64 (N,)) of 'train' or 'test', through the cache, and
-    where they came from."""
+    where they came from. With ``download``, a ``root`` that holds neither layout first gets the python archive
+    from ``download_url`` (None: the official one), checked against ``md5`` (None: the published sums)."""
     root = Path(root)
     if not (root / ARCHIVE_DIR).is_dir() and not (root / "train").is_dir() and download:
-        download_archive(root)
+        download_archive(root, download_url, md5)
     layout = find_layout(root)
     if cache_dir is None:
-        images, labels = read_archive(root, split) if layout == "archive" else read_image_folder(root, split)
+        images, labels = read_archive(root, split, md5) if layout == "archive" else read_image_folder(root, split)
         return images, labels, SplitSource(layout)
     path = cache_file(Path(cache_dir), root, split)
     fingerprint = source_fingerprint(root, split, layout)
@@ -92,7 +99,7 @@ def load_split_with_source(
     if cached is not None:
         images, labels, checksum = cached
     else:
-        images, labels = read_archive(root, split) if layout == "archive" else read_image_folder(root, split)
+        images, labels = read_archive(root, split, md5) if layout == "archive" else read_image_folder(root, split)
         checksum = save_cache(path, images, labels, fingerprint)
     log.info("%s", describe_split(split, labels))
     return images, labels, SplitSource(layout, checksum, fingerprint)
@@ -109,7 +116,14 @@ def describe_split(split: str, labels: np.ndarray) -> str:
     return f"{split}: {len(labels)} images, {per_class}"
 
 
-def load_split(root: str | Path, split: str, cache_dir: str | Path | None, download: bool = False):
+def load_split(
+    root: str | Path,
+    split: str,
+    cache_dir: str | Path | None,
+    download: bool = False,
+    download_url: str | None = None,
+    md5: Mapping[str, str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Decoded (images uint8 (N, 32, 32, 3), labels int64 (N,)) of 'train' or 'test', through the cache."""
-    images, labels, _ = load_split_with_source(root, split, cache_dir, download)
+    images, labels, _ = load_split_with_source(root, split, cache_dir, download, download_url, md5)
     return images, labels

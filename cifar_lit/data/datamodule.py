@@ -4,7 +4,7 @@ training set's statistics and served by resident batches (``cifar_lit.data.loade
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import lightning as L
@@ -71,6 +71,8 @@ class CIFAR10DataModule(L.LightningDataModule):
         num_workers: int = 0,
         channels_last: bool = True,
         download: bool = False,
+        download_url: str | None = None,
+        md5: Mapping[str, str] | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -87,6 +89,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.augment = augment if isinstance(augment, Augment) else Augment(**(augment or {}))
         self.test_every_epoch, self.loader, self.num_workers = test_every_epoch, loader, num_workers
         self.channels_last, self.download, self.seed = channels_last, download, seed
+        self.download_url, self.md5 = download_url, md5  # None: the official archive and its published md5 sums
         self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.sources: dict[str, SplitSource] = {}  # train / test: filled by setup
         # splits prepare_data() decoded in this process, for setup() to take instead of reading them again
@@ -111,12 +114,15 @@ class CIFAR10DataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         """Decode and cache both splits once (rank 0 only under DDP); setup() in this process then reuses them."""
         for split in ("train", "test"):
-            self._prepared[split] = load_split_with_source(self.root, split, self.cache_dir, self.download)
+            self._prepared[split] = self._read(split)
 
     def _load(self, split: str) -> tuple[np.ndarray, np.ndarray, SplitSource]:
         """What prepare_data() decoded here, or (another DDP rank, or no prepare_data) the split through the cache."""
         prepared = self._prepared.pop(split, None)
-        return prepared or load_split_with_source(self.root, split, self.cache_dir, self.download)
+        return prepared or self._read(split)
+
+    def _read(self, split: str) -> tuple[np.ndarray, np.ndarray, SplitSource]:
+        return load_split_with_source(self.root, split, self.cache_dir, self.download, self.download_url, self.md5)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

@@ -1,16 +1,25 @@
 """Where CIFAR-10 comes from: the official python archive (read, and fetched, through torchvision) or an image folder
 of PNGs (``train/<class>/*.png``, ``test/<class>/*.png``), decoded to uint8 arrays (N, 32, 32, 3) and int64 labels.
-The source is only ever read: it may live on a read-only share.
+A source that is there is only ever read (it may live on a read-only share); only a download writes, into data.root.
 """
 
 from __future__ import annotations
 
+import shutil
+import socket
+import tarfile
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cifar_lit.errors import DataError
+from cifar_lit.errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # torchvision is imported where it is used: reading an image folder never needs it
+    from torchvision.datasets import CIFAR10
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -19,6 +28,12 @@ IMAGE_SHAPE = (32, 32, 3)
 
 
 ARCHIVE_DIR = "cifar-10-batches-py"
+
+
+OFFICIAL_PAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
+
+
+DOWNLOAD_TIMEOUT_S = 15.0  # seconds without a byte from the server before a download is given up
 
 
 def find_layout(root: Path) -> str:
@@ -31,31 +46,92 @@ def find_layout(root: Path) -> str:
 
 
 def how_to_provide(root: Path) -> str:
+    """The two ways to give a run its data, for every message that finds none under ``root``."""
     return (
         "Either\n"
         f"  1. put the official python archive there ({root / ARCHIVE_DIR}/, from "
-        "https://www.cs.toronto.edu/~kriz/cifar.html; data.download=true fetches it when the network allows), or\n"
-        f"  2. point data.root (or $CIFAR10_ROOT) at an image folder with train/<class>/*.png and "
-        "test/<class>/*.png, e.g. data.root=../shared/data/cifar10"
+        f"{OFFICIAL_PAGE}; data.download=true, the default, fetches it when the network allows), or\n"
+        "  2. point data.root (or $CIFAR10_ROOT) at a copy in either layout: a folder holding "
+        f"{ARCHIVE_DIR}/, or an image folder with train/<class>/*.png and test/<class>/*.png, "
+        "e.g. data.root=/path/to/cifar10"
     )
 
 
-def download_archive(root: Path) -> None:
-    """Fetch the official archive with torchvision (md5-checked); a clear error when there is no network."""
+def archive_dataset(md5: Mapping[str, str] | None = None) -> type[CIFAR10]:
+    """torchvision's CIFAR10, which checks the published md5 sums of the archive and of each file in it; with
+    ``md5`` (file name -> sum, for the archive and each of its files) a subclass that checks those instead.
+    Another URL alone (a mirror) keeps the published sums: only an archive of other content needs others."""
     from torchvision.datasets import CIFAR10
 
+    if md5 is None:
+        return CIFAR10
+    names = [CIFAR10.filename, *(name for name, _ in CIFAR10.train_list + CIFAR10.test_list), CIFAR10.meta["filename"]]
+    missing = [name for name in names if name not in md5]
+    if missing:
+        raise ConfigError(f"data.md5 must give the md5 sum of every file of the archive; missing {missing}")
+    sums = {name: str(md5[name]) for name in names}
+    return type(
+        "CIFAR10WithOwnMd5",
+        (CIFAR10,),
+        {
+            "tgz_md5": sums[CIFAR10.filename],
+            "train_list": [[name, sums[name]] for name, _ in CIFAR10.train_list],
+            "test_list": [[name, sums[name]] for name, _ in CIFAR10.test_list],
+            "meta": {**CIFAR10.meta, "md5": sums[CIFAR10.meta["filename"]]},
+        },
+    )
+
+
+def download_archive(root: Path, url: str | None = None, md5: Mapping[str, str] | None = None) -> None:
+    """Fetch the python archive from ``url`` (None: the official one) into ``root``, check its md5 sums and unpack
+    it. Everything happens in a hidden staging folder inside ``root`` that is renamed into place only once checked,
+    and removed on any failure: a corrupt or interrupted download never leaves something a later run would read
+    as data. With no network it fails within DOWNLOAD_TIMEOUT_S, with how to provide the data instead."""
+    from torchvision.datasets.utils import calculate_md5, check_integrity, download_url, extract_archive
+
+    dataset = archive_dataset(md5)
+    url = url or dataset.url
     try:
-        CIFAR10(str(root), train=True, download=True)
-    except Exception as err:  # noqa: BLE001 - any network failure becomes one actionable message
-        raise DataError(f"could not download CIFAR-10 into {str(root)!r} ({err}). " + how_to_provide(root)) from err
-
-
-def read_archive(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The official python archive, through torchvision (which checks the published md5 sums)."""
-    from torchvision.datasets import CIFAR10
-
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".cifar10-download-", dir=root))
+    except OSError as err:
+        raise DataError(f"cannot download CIFAR-10 into {str(root)!r} ({err}). " + how_to_provide(root)) from err
     try:
-        ds = CIFAR10(str(root), train=split == "train", download=False)
+        previous_timeout = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # torchvision's urlopen has none: a dead network would hang
+        try:
+            download_url(url, str(staging), dataset.filename)  # no md5 here: checked below, naming the mismatch
+        except Exception as err:  # noqa: BLE001 - any network failure becomes one actionable message
+            raise DataError(f"could not download CIFAR-10 from {url} ({err}). " + how_to_provide(root)) from err
+        finally:
+            socket.setdefaulttimeout(previous_timeout)
+        actual = calculate_md5(str(staging / dataset.filename))
+        if actual != dataset.tgz_md5:
+            raise DataError(
+                f"{url}: md5 mismatch, the download's md5 is {actual}, not {dataset.tgz_md5} (a corrupt download, "
+                f"or not the CIFAR-10 python archive); nothing was kept under {root}"
+            )
+        try:
+            extract_archive(str(staging / dataset.filename), str(staging))
+        except (tarfile.TarError, EOFError, OSError) as err:  # only an archive checked against data.md5 gets here
+            raise DataError(f"{url}: the downloaded archive cannot be unpacked ({err})") from err
+        files = [*dataset.train_list, *dataset.test_list, [dataset.meta["filename"], dataset.meta["md5"]]]
+        for name, expected in files:
+            if not check_integrity(str(staging / ARCHIVE_DIR / name), expected):
+                raise DataError(f"{url}: {ARCHIVE_DIR}/{name} in the archive is missing or fails its md5 {expected}")
+        try:
+            (staging / ARCHIVE_DIR).rename(root / ARCHIVE_DIR)
+        except OSError:
+            if not (root / ARCHIVE_DIR).is_dir():  # else another process (a parallel job) was first: keep its copy
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_archive(root: Path, split: str, md5: Mapping[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The python archive, through torchvision (which checks the published md5 sums, or ``md5``)."""
+    try:
+        ds = archive_dataset(md5)(str(root), train=split == "train", download=False)
     except RuntimeError as err:
         raise DataError(f"{root / ARCHIVE_DIR}: {err}") from err
     return np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64)
