@@ -77,7 +77,14 @@ def training_normalisation(ckpt_path: str | Path, data: DictConfig | None) -> No
         ckpt_path,
         data.root,
     )
-    images, _ = load_split(data.root, "train", data.get("cache_dir"), data.get("download", False))
+    images, _ = load_split(
+        data.root,
+        "train",
+        data.get("cache_dir"),
+        data.get("download", False),
+        data.get("download_url"),
+        data.get("md5"),
+    )
     mean, std = channel_stats(images)
     return Normalisation(tuple(mean.tolist()), tuple(std.tolist()), source=f"training set under {data.root}")
 
