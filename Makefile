@@ -1,26 +1,34 @@
-# make train / make test: set up .venv when needed (pip install -e ".[dev]"), then run.
+# make train / make test: set up .venv when needed, then run. train and bench install the project alone
+# (pip install -e .); test and lint add the dev extra (pytest, ruff and every optional feature).
 # Extra arguments pass through: make train ARGS="experiment=smoke"   make test ARGS="-k block"
 PYTHON ?= python3
 VENV ?= .venv
 ARGS ?=
 # Data: data.root is $CIFAR10_ROOT when set, else data/ (conf/data/cifar10.yaml), where the first run downloads it.
 
-.PHONY: install train test lint bench report
+.PHONY: install install-dev train test lint bench report
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -e ".[dev]"
+	$(VENV)/bin/python -m pip install -e .
 	touch $@
 
+$(VENV)/.installed-dev: pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -e ".[dev]"
+	touch $@ $(VENV)/.installed
+
 install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
 
 train: install
 	$(VENV)/bin/python -m cifar_lit.train $(ARGS)
 
-test: install
+test: install-dev
 	$(VENV)/bin/python -m pytest $(ARGS)
 
-lint: install
+lint: install-dev
 	$(VENV)/bin/ruff check cifar_lit tests
 	$(VENV)/bin/ruff format --check cifar_lit tests
 

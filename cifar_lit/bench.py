@@ -33,9 +33,11 @@ from cifar_lit.benchmarks.paths import peak_memory_mb, run_project, run_referenc
 
 def compose(overrides: list[str]) -> DictConfig:
     from hydra import compose as hydra_compose
-    from hydra import initialize
+    from hydra import initialize_config_dir
 
-    with initialize(version_base="1.3", config_path="../conf"):
+    from cifar_lit.hydra_ext.entry import CONFIG_DIR
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         return hydra_compose(config_name="train", overrides=overrides)
 
 

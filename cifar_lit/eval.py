@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 import lightning as L
 from omegaconf import DictConfig
 
 from cifar_lit.data.source import CLASSES
+from cifar_lit.hydra_ext.entry import entry_point
 from cifar_lit.hydra_ext.instantiate import instantiate
 from cifar_lit.hydra_ext.runner import run_cli
 from cifar_lit.reporting.confusion import per_class_accuracy, write_confusion
@@ -41,7 +41,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@entry_point("eval")
 def main(cfg: DictConfig) -> None:
     metrics = run_cli(evaluate, cfg)
     if metrics is not None:

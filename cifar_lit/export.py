@@ -5,8 +5,9 @@ normalised as in training, ``(x / 255 - mean) / std`` per channel; output ``logi
 ``cifar_lit.data.CLASSES``. Any batch size works (ONNX: dynamic axis ``batch``). The classes, mean and std travel
 with the file: ONNX metadata properties, or the TorchScript extra file ``cifar_lit.json``.
 
-ONNX uses torch's ``torch.export``-based exporter (it needs ``onnx`` and ``onnxscript``: ``pip install -e
-".[dev]"``). TorchScript is traced; torch marks TorchScript deprecated, so prefer ONNX for new consumers.
+ONNX uses torch's ``torch.export``-based exporter (it needs ``onnx`` and ``onnxscript``, the ``onnx`` extra:
+``pip install 'cifar_lit[onnx]'``). TorchScript is traced; torch marks TorchScript deprecated, so prefer ONNX for
+new consumers.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig
 from torch import nn
@@ -24,6 +24,7 @@ from torch import nn
 from cifar_lit.data.inference import training_normalisation
 from cifar_lit.data.source import CLASSES, IMAGE_SHAPE
 from cifar_lit.errors import ConfigError
+from cifar_lit.hydra_ext.entry import entry_point
 from cifar_lit.hydra_ext.runner import run_cli
 from cifar_lit.training.checkpoint import load_module
 
@@ -47,7 +48,7 @@ def export_onnx(net: nn.Module, path: Path, metadata: dict[str, Any]) -> None:
         import onnx  # noqa: F401 - the exporter needs both; say so before it fails deep inside
         import onnxscript  # noqa: F401
     except ImportError as err:
-        message = f"format=onnx needs the onnx and onnxscript packages ({err}): pip install -e '.[dev]'"
+        message = f"format=onnx needs the 'onnx' extra ({err}): pip install 'cifar_lit[onnx]'"
         raise ConfigError(message) from err
     program = torch.onnx.export(
         net,
@@ -88,7 +89,7 @@ def export(cfg: DictConfig) -> Path:
     return output
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+@entry_point("export")
 def main(cfg: DictConfig) -> None:
     run_cli(export, cfg)
 

@@ -16,7 +16,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig
@@ -27,6 +26,7 @@ from rich.table import Table
 from cifar_lit.data.inference import Normalisation, load_image, training_normalisation
 from cifar_lit.data.source import CLASSES
 from cifar_lit.errors import ConfigError
+from cifar_lit.hydra_ext.entry import entry_point
 from cifar_lit.hydra_ext.runner import run_cli
 from cifar_lit.training.checkpoint import load_module
 from cifar_lit.training.module import BlockClassifier
@@ -163,7 +163,7 @@ def predict(cfg: DictConfig) -> list[Prediction]:
     return predictions
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@entry_point("predict")
 def main(cfg: DictConfig) -> None:
     run_cli(predict, cfg)
 

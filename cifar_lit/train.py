@@ -9,13 +9,13 @@ import logging
 import signal
 import sys
 
-import hydra
 import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from cifar_lit.callbacks.provenance import RunProvenance
 from cifar_lit.hydra_ext.distributed import job_scope
+from cifar_lit.hydra_ext.entry import entry_point
 from cifar_lit.hydra_ext.instantiate import build_module, instantiate, instantiate_list
 from cifar_lit.hydra_ext.runner import run_cli
 from cifar_lit.reporting.console import print_config_tree, print_metrics
@@ -59,7 +59,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@entry_point("train")
 def main(cfg: DictConfig) -> float | None:
     with job_scope():  # in a multirun, DDP's other ranks run this job only (cifar_lit.distributed)
         metrics = run_cli(train, cfg)
