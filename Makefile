@@ -6,7 +6,7 @@ VENV ?= .venv
 ARGS ?=
 # Data: data.root is $CIFAR10_ROOT when set, else data/ (conf/data/cifar10.yaml), where the first run downloads it.
 
-.PHONY: install install-dev train test lint bench report
+.PHONY: install install-dev train test lint bench
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
