@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from cifar_lit.callbacks.provenance import RUN_FILE
 from cifar_lit.training.checkpoint import load_module
 from tests.conftest import ROOT, synthetic_overrides
+from tests.interrupt_helper import SigtermAtStep
 
 ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
 TINY = "[{in_channels:3,out_channels:16,pool:true},{in_channels:16,out_channels:16,pool:true}]"
@@ -36,6 +37,8 @@ def overrides(synthetic_root: Path, cache: Path, run_dir: Path, *extra: str) -> 
         f"hydra.run.dir={run_dir}",
         *synthetic_overrides(synthetic_root, cache),
         "data.batch_size=8",
+        "data.augment.crop_padding=2",  # augmented: a resume must also reproduce the crops and flips
+        "data.augment.flip=true",
         *extra,
     ]
 
@@ -124,27 +127,39 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(uninterrupted, sy
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_that_resumes(uninterrupted, synthetic_root, tmp_path):
+def test_sigterm_mid_epoch_resumes_exactly_where_it_stopped(uninterrupted, synthetic_root, tmp_path):
+    """SIGTERM half-way through the last epoch: the resumed run serves that epoch's remaining batches (same images,
+    same crops and flips) and ends it with the uninterrupted run's train/val metrics and weights."""
     run_dir = tmp_path / "run"
     args = overrides(synthetic_root, tmp_path / "cache", run_dir)
-    process = start_and_wait_mid_epoch(args, run_dir, tmp_path / "terminated.log", into=0)
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=120) == 128 + signal.SIGTERM
-    output = (tmp_path / "terminated.log").read_text()
-    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    expected = f"SIGTERM at epoch {saved['epoch']}, step {saved['global_step']}: saved {run_dir / 'checkpoints'}"
-    assert expected in output, output[-5000:]
-    assert "stopped by SIGTERM; to resume: python -m cifar_lit.train" in output and "ckpt_path=last" in output
     steps_per_epoch = torch.load(uninterrupted / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     steps_per_epoch //= EPOCHS
-    assert 2 * steps_per_epoch <= saved["global_step"] < 3 * steps_per_epoch  # saved on SIGTERM, in epoch 2
+    stop_at = (EPOCHS - 1) * steps_per_epoch + steps_per_epoch // 2
+    sigterm = [
+        f"+callbacks.sigterm._target_={SigtermAtStep.__module__}.SigtermAtStep",
+        f"+callbacks.sigterm.step={stop_at}",
+    ]
+    stopped = run([*args, *sigterm])
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (saved["epoch"], saved["global_step"]) == (EPOCHS - 1, stop_at)
+    output = stopped.stdout + stopped.stderr
+    assert f"SIGTERM at epoch {EPOCHS - 1}, step {stop_at}: saved {run_dir / 'checkpoints'}" in output, output[-5000:]
+    assert "stopped by SIGTERM; to resume: python -m cifar_lit.train" in output and "ckpt_path=last" in output
     first = json.loads((run_dir / RUN_FILE).read_text())
     assert first["status"] == "failed" and first["wall_time_s"] > 0
 
     result = run([*args, "ckpt_path=last"])
     assert result.returncode == 0, result.stderr[-3000:]
-    logged = scalars(run_dir)
-    assert len(per_epoch(logged, "val/acc")) == EPOCHS and len(per_epoch(logged, "train/loss")) == EPOCHS
+    assert "ended before the epoch ended" not in result.stderr  # Lightning found the loader resumable
+    resumed, reference = scalars(run_dir), scalars(uninterrupted)
+    for tag in ("train/loss", "train/acc", "val/loss", "val/acc"):
+        assert [step for step, _ in resumed[tag]] == [step for step, _ in reference[tag]], tag
+        assert per_epoch(resumed, tag) == per_epoch(reference, tag), tag
+    weights = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    expected = torch.load(uninterrupted / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    for name, tensor in expected.items():
+        torch.testing.assert_close(weights[name], tensor, rtol=0, atol=0, msg=name)
     record = json.loads((run_dir / RUN_FILE).read_text())  # the resumed fit continues the first one's record
     assert record["status"] == "finished" and record["started_at"] == first["started_at"]
     assert len(record["resumed_at"]) == 1 and record["earlier_wall_time_s"] == first["wall_time_s"]
