@@ -1,6 +1,6 @@
-"""A test-only callback the training subprocess loads through Hydra (``+callbacks.sigterm._target_=...``): it
-sends its own process SIGTERM after a given optimizer step, so a run is interrupted at exactly the same batch
-every time, however fast the machine is."""
+"""A test-only callback the training subprocess loads through Hydra (``+callbacks.interrupt_at._target_=...``): it
+interrupts its own run at a fixed optimizer step, so the run stops at the same batch every time, however fast
+the machine is."""
 
 from __future__ import annotations
 
@@ -11,12 +11,17 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 
-class SigtermAtStep(Callback):
-    """SIGTERM this process once ``step`` optimizer steps are done (Lightning stops at the batch's end)."""
+class InterruptAtStep(Callback):
+    """``sigterm``: SIGTERM this process once ``step`` optimizer steps are done (Lightning stops at the batch's end).
+    ``ctrl_c``: raise ``KeyboardInterrupt`` inside the next step, after its forward pass (as Ctrl+C usually lands)."""
 
-    def __init__(self, step: int) -> None:
-        self.step = step
+    def __init__(self, step: int, how: str = "sigterm") -> None:
+        self.step, self.how = step, how
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
+        if self.how == "sigterm" and trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss) -> None:
+        if self.how == "ctrl_c" and trainer.global_step == self.step:
+            raise KeyboardInterrupt

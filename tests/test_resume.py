@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from cifar_lit.callbacks.provenance import RUN_FILE
 from cifar_lit.training.checkpoint import load_module
 from tests.conftest import ROOT, synthetic_overrides
-from tests.interrupt_helper import SigtermAtStep
+from tests.interrupt_helper import InterruptAtStep
 
 ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
 TINY = "[{in_channels:3,out_channels:16,pool:true},{in_channels:16,out_channels:16,pool:true}]"
@@ -126,20 +126,34 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(uninterrupted, sy
         torch.testing.assert_close(weights[name], tensor, rtol=0, atol=1e-6, msg=name)
 
 
+def mid_last_epoch(uninterrupted: Path) -> int:
+    """The optimizer step half-way through the last epoch."""
+    steps_per_epoch = checkpoint_step(uninterrupted) // EPOCHS
+    return (EPOCHS - 1) * steps_per_epoch + steps_per_epoch // 2
+
+
+def interrupt_at(step: int, how: str) -> list[str]:
+    """Overrides adding the test callback that interrupts the run at ``step`` (importable in the subprocess)."""
+    target = f"{InterruptAtStep.__module__}.{InterruptAtStep.__name__}"
+    return [
+        f"+callbacks.interrupt_at._target_={target}",
+        f"+callbacks.interrupt_at.step={step}",
+        f"+callbacks.interrupt_at.how={how}",
+    ]
+
+
+def checkpoint_step(run_dir: Path) -> int:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+
+
 @pytest.mark.slow
 def test_sigterm_mid_epoch_resumes_exactly_where_it_stopped(uninterrupted, synthetic_root, tmp_path):
     """SIGTERM half-way through the last epoch: the resumed run serves that epoch's remaining batches (same images,
     same crops and flips) and ends it with the uninterrupted run's train/val metrics and weights."""
     run_dir = tmp_path / "run"
     args = overrides(synthetic_root, tmp_path / "cache", run_dir)
-    steps_per_epoch = torch.load(uninterrupted / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
-    steps_per_epoch //= EPOCHS
-    stop_at = (EPOCHS - 1) * steps_per_epoch + steps_per_epoch // 2
-    sigterm = [
-        f"+callbacks.sigterm._target_={SigtermAtStep.__module__}.SigtermAtStep",
-        f"+callbacks.sigterm.step={stop_at}",
-    ]
-    stopped = run([*args, *sigterm])
+    stop_at = mid_last_epoch(uninterrupted)
+    stopped = run([*args, *interrupt_at(stop_at, "sigterm")])
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
     saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert (saved["epoch"], saved["global_step"]) == (EPOCHS - 1, stop_at)
@@ -163,6 +177,27 @@ def test_sigterm_mid_epoch_resumes_exactly_where_it_stopped(uninterrupted, synth
     record = json.loads((run_dir / RUN_FILE).read_text())  # the resumed fit continues the first one's record
     assert record["status"] == "finished" and record["started_at"] == first["started_at"]
     assert len(record["resumed_at"]) == 1 and record["earlier_wall_time_s"] == first["wall_time_s"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_step_serves_the_interrupted_batch_again(uninterrupted, synthetic_root, tmp_path):
+    """Ctrl+C lands inside a step (here after its forward pass): Lightning resumes after the batches it completed,
+    so the loader must serve the batch in flight again. Every batch is then trained once and the epoch ends at
+    its last batch, as in the uninterrupted run. (Not exactly the same numbers: the redone forward pass draws
+    other dropout masks and updates the BatchNorm statistics a second time.)"""
+    run_dir = tmp_path / "run"
+    args = overrides(synthetic_root, tmp_path / "cache", run_dir)
+    stop_at = mid_last_epoch(uninterrupted)
+    stopped = run([*args, *interrupt_at(stop_at, "ctrl_c")])
+    assert stopped.returncode == 1, stopped.stderr[-3000:]
+    assert checkpoint_step(run_dir) == stop_at
+
+    result = run([*args, "ckpt_path=last"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert checkpoint_step(run_dir) == checkpoint_step(uninterrupted)  # not one batch fewer
+    resumed, reference = scalars(run_dir), scalars(uninterrupted)
+    for tag in ("train/loss", "val/acc"):
+        assert [step for step, _ in resumed[tag]] == [step for step, _ in reference[tag]], tag
 
 
 @pytest.mark.slow

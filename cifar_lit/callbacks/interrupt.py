@@ -140,8 +140,13 @@ def every_rank(trainer: L.Trainer, tensor: torch.Tensor) -> torch.Tensor:
 
 
 def rewind_to_completed_batches(trainer: L.Trainer) -> None:
-    """Ctrl+C interrupts a step: Lightning resumes after the batches it completed, so the training loader must
-    count the batch in flight as not served."""
+    """Ctrl+C interrupts a step: make the checkpoint say the run stopped after the last completed batch, as
+    SIGTERM's does. The training loader counts the batch in flight as not served, and the epoch loop's counters
+    drop it too (Lightning would otherwise take the checkpoint for one saved at a batch's end, and log the rest
+    of the run one step late)."""
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    for counts in (progress.total, progress.current):
+        counts.ready = counts.started = counts.processed = counts.completed
     loader = trainer.train_dataloader
     if isinstance(loader, ResidentLoader):
         loader.batches_served = min(loader.batches_served, completed_batches(trainer))
