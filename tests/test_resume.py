@@ -15,6 +15,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cifar_lit.callbacks.provenance import RUN_FILE
+from cifar_lit.data.augment import Augment
+from cifar_lit.data.loaders import ResidentLoader
 from cifar_lit.training.checkpoint import load_module
 from tests.conftest import ROOT, synthetic_overrides
 from tests.interrupt_helper import InterruptAtStep
@@ -98,6 +100,32 @@ def per_epoch(logged: dict[str, list[tuple[int, float]]], tag: str) -> list[floa
     steps = [step for step, _ in logged[tag]]
     assert steps == sorted(set(steps)), f"{tag}: duplicated or out-of-order steps {steps}"
     return [value for _, value in logged[tag]]
+
+
+def augmented_loader(batch_size: int = 4) -> ResidentLoader:
+    """21 random images in shuffled, cropped and flipped batches of 4: the last batch holds one image."""
+    images = torch.randint(0, 256, (21, 8, 8, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    augment = Augment(crop_padding=2, flip=True)
+    loader = ResidentLoader(images, torch.arange(21), torch.zeros(3), torch.ones(3), batch_size, augment, True, seed=3)
+    loader.sampler.set_epoch(1)
+    return loader
+
+
+def test_resident_loader_resumes_an_epoch_after_the_batches_it_served(caplog):
+    expected = list(augmented_loader())
+    stopped = augmented_loader()
+    batches = iter(stopped)
+    served = [next(batches) for _ in range(2)]
+    resumed = augmented_loader()
+    resumed.load_state_dict(stopped.state_dict())
+    for (images, labels), (expected_images, expected_labels) in zip(served + list(resumed), expected, strict=True):
+        assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
+    resumed.sampler.set_epoch(2)
+    assert len(list(resumed)) == len(expected)  # the next epoch is whole
+
+    other_batches = augmented_loader(batch_size=5)  # a count of batches of 4 means nothing here
+    other_batches.load_state_dict(stopped.state_dict())
+    assert len(list(other_batches)) == len(other_batches) and "starts again from its first batch" in caplog.text
 
 
 @pytest.mark.slow

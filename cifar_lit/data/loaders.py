@@ -64,7 +64,8 @@ class ResidentLoader:
             else eval_sampler(len(images), rank, world_size)
         )
         self.batch_sampler = None  # Lightning inspects .sampler/.batch_sampler as on a DataLoader
-        self.batches_served = 0  # this epoch's, so far
+        self.batches_served = 0  # of epoch served_epoch, so far
+        self.served_epoch = -1
         self.resume_from: dict[str, int] | None = None  # a checkpoint's state, applied by the next epoch served
 
     def __len__(self) -> int:
@@ -77,19 +78,21 @@ class ResidentLoader:
         generator = torch.Generator(device=device)
         generator.manual_seed(hash((self.seed, self.sampler.epoch, self.sampler.rank)) & 0x7FFF_FFFF)
         skip = self.batches_to_skip()
-        self.batches_served = 0
-        for start in range(0, len(order), self.batch_size):
+        self.served_epoch, self.batches_served = self.sampler.epoch, 0
+        for number, start in enumerate(range(0, len(order), self.batch_size)):
             index = order[start : start + self.batch_size]
-            images = self.make_batch(index, generator)  # made even when skipped: the next batch's draws follow
-            if self.batches_served < skip:
+            if number < skip and not self.augment.active:
                 self.batches_served += 1
                 continue
+            images = self.make_batch(index, generator)  # augmented even when skipped: the next batch's draws follow
             self.batches_served += 1
-            yield images, self.labels[index]
+            if number >= skip:
+                yield images, self.labels[index]
 
     def state_dict(self) -> dict[str, int]:
         """Where this epoch stands: the batches served, and what fixes the epoch's order and augmentation."""
-        return {"batches_served": self.batches_served, **self.epoch_identity()}
+        served = self.batches_served if self.served_epoch == self.sampler.epoch else 0  # 0: not started yet
+        return {"batches_served": served, **self.epoch_identity()}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         """Resume the epoch a checkpoint was saved in (Lightning calls this only for a checkpoint saved
