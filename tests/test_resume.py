@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from cifar_lit.callbacks.provenance import RUN_FILE
+from cifar_lit.data.augment import Augment
+from cifar_lit.data.loaders import ResidentLoader
 from cifar_lit.training.checkpoint import load_module
 from tests.conftest import (
     CLI_ENV,
@@ -24,6 +26,7 @@ from tests.conftest import (
     scalar_events,
     synthetic_overrides,
 )
+from tests.interrupt_helper import InterruptAtStep
 
 EPOCHS = 3
 
@@ -41,6 +44,8 @@ def overrides(synthetic_root: Path, cache: Path, run_dir: Path, *extra: str) -> 
         f"hydra.run.dir={run_dir}",
         *synthetic_overrides(synthetic_root, cache),
         "data.batch_size=8",
+        "data.augment.crop_padding=2",  # augmented: a resume must also reproduce the crops and flips
+        "data.augment.flip=true",
         *extra,
     ]
 
@@ -89,6 +94,32 @@ def per_epoch(logged: dict[str, list[Scalar]], tag: str) -> list[float]:
     return [value for _, value in logged[tag]]
 
 
+def augmented_loader(batch_size: int = 4) -> ResidentLoader:
+    """21 random images in shuffled, cropped and flipped batches of 4: the last batch holds one image."""
+    images = torch.randint(0, 256, (21, 8, 8, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    augment = Augment(crop_padding=2, flip=True)
+    loader = ResidentLoader(images, torch.arange(21), torch.zeros(3), torch.ones(3), batch_size, augment, True, seed=3)
+    loader.sampler.set_epoch(1)
+    return loader
+
+
+def test_resident_loader_resumes_an_epoch_after_the_batches_it_served(caplog):
+    expected = list(augmented_loader())
+    stopped = augmented_loader()
+    batches = iter(stopped)
+    served = [next(batches) for _ in range(2)]
+    resumed = augmented_loader()
+    resumed.load_state_dict(stopped.state_dict())
+    for (images, labels), (expected_images, expected_labels) in zip(served + list(resumed), expected, strict=True):
+        assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
+    resumed.sampler.set_epoch(2)
+    assert len(list(resumed)) == len(expected)  # the next epoch is whole
+
+    other_batches = augmented_loader(batch_size=5)  # a count of batches of 4 means nothing here
+    other_batches.load_state_dict(stopped.state_dict())
+    assert len(list(other_batches)) == len(other_batches) and "starts again from its first batch" in caplog.text
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill_reproduces_the_uninterrupted_run(uninterrupted, synthetic_root, tmp_path):
     run_dir = tmp_path / "run"
@@ -115,31 +146,78 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(uninterrupted, sy
         torch.testing.assert_close(weights[name], tensor, rtol=0, atol=1e-6, msg=name)
 
 
+def mid_last_epoch(uninterrupted: Path) -> int:
+    """The optimizer step half-way through the last epoch."""
+    steps_per_epoch = checkpoint_step(uninterrupted) // EPOCHS
+    return (EPOCHS - 1) * steps_per_epoch + steps_per_epoch // 2
+
+
+def interrupt_at(step: int, how: str) -> list[str]:
+    """Overrides adding the test callback that interrupts the run at ``step`` (importable in the subprocess)."""
+    target = f"{InterruptAtStep.__module__}.{InterruptAtStep.__name__}"
+    return [
+        f"+callbacks.interrupt_at._target_={target}",
+        f"+callbacks.interrupt_at.step={step}",
+        f"+callbacks.interrupt_at.how={how}",
+    ]
+
+
+def checkpoint_step(run_dir: Path) -> int:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+
+
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_that_resumes(uninterrupted, synthetic_root, tmp_path):
+def test_sigterm_mid_epoch_resumes_exactly_where_it_stopped(uninterrupted, synthetic_root, tmp_path):
+    """SIGTERM half-way through the last epoch: the resumed run serves that epoch's remaining batches (same images,
+    same crops and flips) and ends it with the uninterrupted run's train/val metrics and weights."""
     run_dir = tmp_path / "run"
     args = overrides(synthetic_root, tmp_path / "cache", run_dir)
-    process = start_and_wait_mid_epoch(args, run_dir, tmp_path / "terminated.log", into=0)
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=120) == 128 + signal.SIGTERM
-    output = (tmp_path / "terminated.log").read_text()
+    stop_at = mid_last_epoch(uninterrupted)
+    stopped = run_cli("train", *args, *interrupt_at(stop_at, "sigterm"))
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
     saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    expected = f"SIGTERM at epoch {saved['epoch']}, step {saved['global_step']}: saved {run_dir / 'checkpoints'}"
-    assert expected in output, output[-5000:]
+    assert (saved["epoch"], saved["global_step"]) == (EPOCHS - 1, stop_at)
+    output = stopped.stdout + stopped.stderr
+    assert f"SIGTERM at epoch {EPOCHS - 1}, step {stop_at}: saved {run_dir / 'checkpoints'}" in output, output[-5000:]
     assert "stopped by SIGTERM; to resume: python -m cifar_lit.train" in output and "ckpt_path=last" in output
-    steps_per_epoch = torch.load(uninterrupted / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
-    steps_per_epoch //= EPOCHS
-    assert 2 * steps_per_epoch <= saved["global_step"] < 3 * steps_per_epoch  # saved on SIGTERM, in epoch 2
     first = json.loads((run_dir / RUN_FILE).read_text())
     assert first["status"] == "failed" and first["wall_time_s"] > 0
 
     result = run_cli("train", *args, "ckpt_path=last")
     assert result.returncode == 0, result.stderr[-3000:]
-    logged = scalar_events(run_dir)
-    assert len(per_epoch(logged, "val/acc")) == EPOCHS and len(per_epoch(logged, "train/loss")) == EPOCHS
+    assert "ended before the epoch ended" not in result.stderr  # Lightning found the loader resumable
+    resumed, reference = scalar_events(run_dir), scalar_events(uninterrupted)
+    for tag in ("train/loss", "train/acc", "val/loss", "val/acc"):
+        assert [step for step, _ in resumed[tag]] == [step for step, _ in reference[tag]], tag
+        assert per_epoch(resumed, tag) == per_epoch(reference, tag), tag
+    weights = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    expected = torch.load(uninterrupted / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    for name, tensor in expected.items():
+        torch.testing.assert_close(weights[name], tensor, rtol=0, atol=0, msg=name)
     record = json.loads((run_dir / RUN_FILE).read_text())  # the resumed fit continues the first one's record
     assert record["status"] == "finished" and record["started_at"] == first["started_at"]
     assert len(record["resumed_at"]) == 1 and record["earlier_wall_time_s"] == first["wall_time_s"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_step_serves_the_interrupted_batch_again(uninterrupted, synthetic_root, tmp_path):
+    """Ctrl+C lands inside a step (here after its forward pass): Lightning resumes after the batches it completed,
+    so the loader must serve the batch in flight again. Every batch is then trained once and the epoch ends at
+    its last batch, as in the uninterrupted run. (Not exactly the same numbers: the redone forward pass draws
+    other dropout masks and updates the BatchNorm statistics a second time.)"""
+    run_dir = tmp_path / "run"
+    args = overrides(synthetic_root, tmp_path / "cache", run_dir)
+    stop_at = mid_last_epoch(uninterrupted)
+    stopped = run_cli("train", *args, *interrupt_at(stop_at, "ctrl_c"))
+    assert stopped.returncode == 1, stopped.stderr[-3000:]
+    assert checkpoint_step(run_dir) == stop_at
+
+    result = run_cli("train", *args, "ckpt_path=last")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert checkpoint_step(run_dir) == checkpoint_step(uninterrupted)  # not one batch fewer
+    resumed, reference = scalar_events(run_dir), scalar_events(uninterrupted)
+    for tag in ("train/loss", "val/acc"):
+        assert [step for step, _ in resumed[tag]] == [step for step, _ in reference[tag]], tag
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ augmentation distribution.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import numpy as np
@@ -19,6 +20,8 @@ from torchvision import transforms
 
 from cifar_lit.data.augment import Augment, alternating_flip, normalize, random_crop, random_cutout, random_flip
 
+log = logging.getLogger(__name__)
+
 
 class ResidentLoader:
     """Iterates (images, labels) batches of an in-memory split, on whatever device the tensors live on.
@@ -27,6 +30,10 @@ class ResidentLoader:
     epoch, and Lightning calls ``sampler.set_epoch`` at each epoch start. Unshuffled (evaluation) splits are
     sharded by ``eval_sampler`` instead, which never repeats an image. Augmentation draws from a generator
     seeded by (seed, epoch, rank): an epoch is the same whether the run was resumed or not.
+
+    The loader counts the batches it has served this epoch; Lightning saves that count (``state_dict``) in a
+    checkpoint written mid-epoch and hands it back (``load_state_dict``) before the resumed epoch starts, which
+    then serves only the batches not yet served, with the augmentation an uninterrupted epoch gives them.
     """
 
     def __init__(
@@ -57,18 +64,67 @@ class ResidentLoader:
             else eval_sampler(len(images), rank, world_size)
         )
         self.batch_sampler = None  # Lightning inspects .sampler/.batch_sampler as on a DataLoader
+        self.batches_served = 0  # of epoch served_epoch, so far
+        self.served_epoch = -1
+        self.resume_from: dict[str, int] | None = None  # a checkpoint's state, applied by the next epoch served
 
     def __len__(self) -> int:
         return -(-len(self.sampler) // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # a generator: nothing here runs before the first batch is asked for, by when Lightning has set the epoch
         device = self.images.device
         order = torch.tensor(list(self.sampler), dtype=torch.long, device=device)
         generator = torch.Generator(device=device)
         generator.manual_seed(hash((self.seed, self.sampler.epoch, self.sampler.rank)) & 0x7FFF_FFFF)
-        for start in range(0, len(order), self.batch_size):
+        skip = self.batches_to_skip()
+        self.served_epoch, self.batches_served = self.sampler.epoch, 0
+        for number, start in enumerate(range(0, len(order), self.batch_size)):
             index = order[start : start + self.batch_size]
-            yield self.make_batch(index, generator), self.labels[index]
+            if number < skip and not self.augment.active:
+                self.batches_served += 1
+                continue
+            images = self.make_batch(index, generator)  # augmented even when skipped: the next batch's draws follow
+            self.batches_served += 1
+            if number >= skip:
+                yield images, self.labels[index]
+
+    def state_dict(self) -> dict[str, int]:
+        """Where this epoch stands: the batches served, and what fixes the epoch's order and augmentation."""
+        served = self.batches_served if self.served_epoch == self.sampler.epoch else 0  # 0: not started yet
+        return {"batches_served": served, **self.epoch_identity()}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Resume the epoch a checkpoint was saved in (Lightning calls this only for a checkpoint saved
+        mid-epoch, before it sets the epoch): the next epoch served starts after its ``batches_served``."""
+        self.resume_from = dict(state_dict)
+
+    def epoch_identity(self) -> dict[str, int]:
+        """What fixes the epoch's batches on every rank (each rank resumes from rank 0's count: under DDP they
+        all serve the same number of batches an epoch)."""
+        return {
+            "epoch": self.sampler.epoch,
+            "seed": self.seed,
+            "world_size": self.sampler.num_replicas,
+            "images": len(self.images),
+            "batch_size": self.batch_size,
+        }
+
+    def batches_to_skip(self) -> int:
+        """The batches of this epoch that a resumed checkpoint had already served (0 when not resuming), once."""
+        saved, self.resume_from = self.resume_from, None
+        if saved is None:
+            return 0
+        saved_identity = {key: saved.get(key) for key in self.epoch_identity()}
+        if saved_identity != self.epoch_identity():
+            log.warning(
+                "the checkpoint was saved mid-epoch by another training loader (%s; this run: %s): the epoch's "
+                "data starts again from its first batch",
+                saved_identity,
+                self.epoch_identity(),
+            )
+            return 0
+        return int(saved["batches_served"])
 
     def make_batch(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Augment and normalise the (B, H, W, C) uint8 images at ``index``."""

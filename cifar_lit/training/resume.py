@@ -6,7 +6,9 @@
   to hide events the stopped run logged after it (``purge_step``), so each epoch keeps exactly one value.
 * ``resume_hint`` is the command that resumes a stopped run.
 
-The callbacks that save what a resume needs live in ``cifar_lit.callbacks`` (``interrupt``, ``rng_state``).
+The callbacks that save what a resume needs live in ``cifar_lit.callbacks`` (``interrupt``: the checkpoint on a
+signal and the interrupted epoch's metric sums; ``rng_state``); the training loader's position in the epoch is
+the ``ResidentLoader``'s own state, which Lightning saves and restores.
 """
 
 from __future__ import annotations
