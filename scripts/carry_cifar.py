@@ -59,8 +59,8 @@ def decode(blob: bytes) -> np.ndarray:
 
 
 def pack(root: str, out_dir: str, parts: int, cache_dir: str) -> None:
-    train, train_labels = load_split(root, "train", cache_dir)
-    test, test_labels = load_split(root, "test", cache_dir)
+    train, train_labels, _ = load_split(root, "train", cache_dir)
+    test, test_labels, _ = load_split(root, "test", cache_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "labels.npz", train=train_labels, test=test_labels)

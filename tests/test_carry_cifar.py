@@ -34,8 +34,8 @@ def test_encode_decode_is_lossless(kind):
 def test_pack_unpack_rebuilds_the_cache(tmp_path):
     source = write_image_folder(tmp_path / "source", {"train": 6, "test": 3})
     carry.pack(str(source), str(tmp_path / "packed"), parts=3, cache_dir=str(tmp_path / "cache"))
-    train, train_labels = load_split(source, "train", None)
-    test, test_labels = load_split(source, "test", None)
+    train, train_labels, _ = load_split(source, "train", None)
+    test, test_labels, _ = load_split(source, "test", None)
     expected = {"train": sha256(train), "test": sha256(test)}
     parts = [tmp_path / f"p{i}" for i in range(3)]
     for i, part in enumerate(parts):  # one folder a part, as each is carried by its own call
@@ -45,9 +45,9 @@ def test_pack_unpack_rebuilds_the_cache(tmp_path):
 
     target = tmp_path / "target"
     carry.unpack([str(p) for p in parts], str(target), str(tmp_path / "cache2"), expected)
-    rebuilt, rebuilt_labels = load_split(target, "train", tmp_path / "cache2")  # from the cache: folders are empty
+    rebuilt, rebuilt_labels, _ = load_split(target, "train", tmp_path / "cache2")  # from the cache: folders are empty
     assert np.array_equal(rebuilt, train) and np.array_equal(rebuilt_labels, train_labels)
-    rebuilt, rebuilt_labels = load_split(target, "test", tmp_path / "cache2")
+    rebuilt, rebuilt_labels, _ = load_split(target, "test", tmp_path / "cache2")
     assert np.array_equal(rebuilt, test) and np.array_equal(rebuilt_labels, test_labels)
 
     with pytest.raises(SystemExit, match="do not match the published SHA-256"):

@@ -36,7 +36,7 @@ from tests.conftest import (
 
 
 def test_image_folder_reads_in_cifar_order(synthetic_root, tmp_path):
-    images, labels = load_split(synthetic_root, "train", tmp_path / "cache")
+    images, labels, _ = load_split(synthetic_root, "train", tmp_path / "cache")
     assert images.shape == (400, 32, 32, 3) and images.dtype == np.uint8
     assert labels.tolist() == [c for c in range(10) for _ in range(40)]
     first = np.asarray(Image.open(synthetic_root / "train" / "airplane" / "airplane_0000.png"))
@@ -69,9 +69,9 @@ def test_cache_is_rebuilt_when_the_source_changes(synthetic_root, tmp_path):
     root = tmp_path / "copy"
     shutil.copytree(synthetic_root / "test", root / "test")
     shutil.copytree(synthetic_root / "train", root / "train")
-    before, _ = load_split(root, "test", tmp_path / "cache")
+    before, _, _ = load_split(root, "test", tmp_path / "cache")
     Image.new("RGB", (32, 32), (1, 2, 3)).save(root / "test" / "airplane" / "airplane_0000.png")
-    after, _ = load_split(root, "test", tmp_path / "cache")
+    after, _, _ = load_split(root, "test", tmp_path / "cache")
     assert not np.array_equal(before[0], after[0]) and after[0, 0, 0].tolist() == [1, 2, 3]
 
 
@@ -89,8 +89,8 @@ def test_datamodule_splits_and_normalises(synthetic_root, tmp_path):
 
 def test_setup_reuses_what_prepare_data_decoded(synthetic_root, tmp_path, monkeypatch):
     calls = []
-    real = data.load_split_with_source
-    monkeypatch.setattr(data, "load_split_with_source", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    real = data.load_split
+    monkeypatch.setattr(data, "load_split", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     dm = CIFAR10DataModule(root=str(synthetic_root), cache_dir=str(tmp_path), val_size=100)
     dm.prepare_data()
     dm.setup("fit")
@@ -204,7 +204,7 @@ def test_bad_image_file_is_named(synthetic_root, tmp_path, kind):
 def test_real_cifar10_matches_published_checksums(tmp_path_factory):
     """The full real set decodes to the arrays whose SHA-256 the data README publishes (cache outside the source)."""
     cache = tmp_path_factory.getbasetemp() / "real_cache"
-    test_images, test_labels = load_split(REAL_DATA, "test", cache)
+    test_images, test_labels, _ = load_split(REAL_DATA, "test", cache)
     assert test_images.shape == (10000, 32, 32, 3)
     assert hashlib.sha256(test_images.tobytes()).hexdigest().startswith("52a9dc125982c044")
     assert hashlib.sha256(test_labels.tobytes()).hexdigest().startswith("c5575395e636cadc")

@@ -117,7 +117,7 @@ def test_a_fresh_root_is_downloaded_then_trained_on(served, tmp_path):
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["data"]["layout"] == "archive" and run["status"] == "finished" and "test/acc" in run["metrics"]
     for split in ("train", "test"):
-        images, labels = load_split(root, split, None, md5=served["md5"])
+        images, labels, _ = load_split(root, split, None, md5=served["md5"])
         assert np.array_equal(images, served["images"][split])
         assert np.bincount(labels).tolist() == [len(labels) // len(CLASSES)] * len(CLASSES)
 

@@ -75,7 +75,7 @@ class SplitSource:
     fingerprint: str | None = None
 
 
-def load_split_with_source(
+def load_split(
     root: str | Path,
     split: str,
     cache_dir: str | Path | None,
@@ -114,16 +114,3 @@ def describe_split(split: str, labels: np.ndarray) -> str:
         else ", ".join(f"{name} {count}" for name, count in zip(CLASSES, counts, strict=True))
     )
     return f"{split}: {len(labels)} images, {per_class}"
-
-
-def load_split(
-    root: str | Path,
-    split: str,
-    cache_dir: str | Path | None,
-    download: bool = False,
-    download_url: str | None = None,
-    md5: Mapping[str, str] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Decoded (images uint8 (N, 32, 32, 3), labels int64 (N,)) of 'train' or 'test', through the cache."""
-    images, labels, _ = load_split_with_source(root, split, cache_dir, download, download_url, md5)
-    return images, labels

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cifar_lit.data.augment import Augment
-from cifar_lit.data.cache import SplitSource, load_split_with_source
+from cifar_lit.data.cache import SplitSource, load_split
 from cifar_lit.data.loaders import PerImageDataset, ResidentLoader, eval_sampler
 from cifar_lit.data.source import CLASSES
 from cifar_lit.errors import ConfigError
@@ -122,7 +122,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         return prepared or self._read(split)
 
     def _read(self, split: str) -> tuple[np.ndarray, np.ndarray, SplitSource]:
-        return load_split_with_source(self.root, split, self.cache_dir, self.download, self.download_url, self.md5)
+        return load_split(self.root, split, self.cache_dir, self.download, self.download_url, self.md5)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

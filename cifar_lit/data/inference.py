@@ -77,7 +77,7 @@ def training_normalisation(ckpt_path: str | Path, data: DictConfig | None) -> No
         ckpt_path,
         data.root,
     )
-    images, _ = load_split(
+    images, _, _ = load_split(
         data.root,
         "train",
         data.get("cache_dir"),
