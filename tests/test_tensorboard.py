@@ -254,7 +254,8 @@ def hparams_table(server: TensorBoardServer) -> tuple[dict, list[dict]]:
 def loaded(table: tuple[dict, list[dict]]) -> tuple[dict, list[dict]] | None:
     """The table once the server has read every run's hparams and metrics (it loads the event files a while)."""
     rows = table[1]
-    ready = len(rows) == RUNS and all(row.get("hparams") and len(row.get("metricValues", [])) >= 5 for row in rows)
+    tested = [any(value["name"]["tag"] == "test/acc" for value in row.get("metricValues", [])) for row in rows]
+    ready = len(rows) == RUNS and all(row.get("hparams") for row in rows) and all(tested)
     return table if ready else None
 
 
