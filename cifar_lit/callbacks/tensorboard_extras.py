@@ -40,7 +40,8 @@ def custom_scalars_layout(blocks: int) -> dict[str, dict[str, list]]:
         "metrics": {
             "accuracy": ["Multiline", [r"^(train|val|test)/acc$"]],
             "loss": ["Multiline", [r"^(train|val|test)/loss$"]],
-            "best accuracy and learning rate": ["Multiline", [r"^(val|test)/acc_best$", r"^lr-"]],
+            "best accuracy": ["Multiline", [r"^(val|test)/acc_best$"]],
+            "learning rate": ["Multiline", [r"^lr-"]],
         },
         "branch weights (mean over the validation images)": {
             f"block {i}": ["Multiline", [rf"^weights/block{i}/branch\d+$"]] for i in range(blocks)
