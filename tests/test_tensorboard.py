@@ -1,5 +1,6 @@
-"""What a run shows in TensorBoard beyond scalars (gate histograms, confusion matrix, misclassified images), and a
-real TensorBoard server serving a run's val/acc as the event files hold it."""
+"""What a run shows in TensorBoard beyond scalars (branch weights, confusion matrix, misclassified images, the
+custom-scalars layout), and what a real TensorBoard server serves: a run's val/acc as the event files hold it, and
+an lr x batch-size sweep whose HPARAMS and curves can be compared run against run."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from cifar_lit.callbacks import tensorboard_extras
+from cifar_lit.callbacks.provenance import RUN_FILE
 from cifar_lit.callbacks.tensorboard_extras import TensorBoardExtras, denormalize
 from cifar_lit.data.augment import normalize
 from cifar_lit.hydra_ext.instantiate import build_module, instantiate
@@ -29,7 +31,9 @@ from tests.conftest import (
     TINY_BLOCKS,
     compose_train,
     load_events,
+    run_cli,
     run_training,
+    scalar_events,
     scalars,
     synthetic_overrides,
 )
@@ -59,16 +63,22 @@ def test_denormalize_inverts_normalize():
 
 
 @pytest.mark.slow
-def test_gate_histograms_cover_every_branch_of_every_block_each_epoch(tiny_run):
+def test_branch_weights_one_distribution_per_block_and_one_mean_per_branch_each_epoch(tiny_run):
     accumulator = load_events(tiny_run)
-    tags = {f"gates/block{i}/branch{k}" for i in range(2) for k in range(BRANCHES)}
-    assert tags <= set(accumulator.Tags()["histograms"])
-    for tag in tags:
-        per_epoch = [e.histogram_value for e in accumulator.Histograms(tag)]
-        assert len(per_epoch) == EPOCHS
+    assert set(accumulator.Tags()["histograms"]) == {f"weights/block{i}" for i in range(2)}
+    logged = scalar_events(tiny_run)
+    for i in range(2):
+        per_epoch = [e.histogram_value for e in accumulator.Histograms(f"weights/block{i}")]
+        assert [e.step for e in accumulator.Histograms(f"weights/block{i}")] == list(range(EPOCHS))
         for histogram in per_epoch:
-            assert histogram.num == VAL_SIZE  # each validation image once; not the sanity check, not the test set
+            assert histogram.num == VAL_SIZE * BRANCHES  # each validation image once; no sanity check, no test set
             assert 0 <= histogram.min <= histogram.max <= 1  # g = sigmoid
+        for k in range(BRANCHES):
+            means = logged[f"weights/block{i}/branch{k}"]
+            assert [step for step, _ in means] == list(range(EPOCHS))
+            assert all(
+                histogram.min <= mean <= histogram.max for (_, mean), histogram in zip(means, per_epoch, strict=True)
+            )
 
 
 @pytest.mark.slow
@@ -79,8 +89,7 @@ def test_confusion_matrix_and_misclassified_images_for_val_and_test(tiny_run):
         assert {f"{split}/confusion_matrix", f"{split}/misclassified"} <= images
         picture = accumulator.Images(f"{split}/confusion_matrix")[-1]
         assert picture.width > 300 and picture.height > 300
-    assert "lr-RMSprop" in accumulator.Tags()["scalars"]  # LearningRateMonitor's, one per epoch
-    assert len(scalars(tiny_run)["lr-RMSprop"]) == EPOCHS
+    assert [step for step, _ in scalar_events(tiny_run)["lr-RMSprop"]] == list(range(EPOCHS))  # one per epoch
 
 
 def test_test_figures_show_the_plain_prediction_with_test_time_augmentation(synthetic_root, tmp_path, monkeypatch):
@@ -139,39 +148,148 @@ def get_json(url: str):
         return json.loads(response.read())
 
 
-@pytest.mark.slow
-def test_tensorboard_server_serves_the_logged_val_acc(tiny_run, tmp_path):
-    expected = scalars(tiny_run)["val/acc"]
-    port = free_port()
-    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(tiny_run), "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--reload_interval", "1"]
-    log = tmp_path / "tensorboard.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(cmd, env=CLI_ENV, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        base, served = f"http://127.0.0.1:{port}", None
-        deadline = time.monotonic() + 90
+# ------------------------------------------------------------------------------------------ a sweep compared
+LRS, BATCH_SIZES = (0.002, 0.02), (16, 32)
+RUNS = len(LRS) * len(BATCH_SIZES)
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(synthetic_root, tmp_path_factory) -> Path:
+    """A real 2x2 lr x batch-size sweep (python -m cifar_lit.train -m), two epochs each, then the test."""
+    sweep = tmp_path_factory.mktemp("sweep")
+    result = run_cli(
+        "train", "-m", f"optimizer.lr={','.join(map(str, LRS))}", f"data.batch_size={','.join(map(str, BATCH_SIZES))}",
+        f"trainer.max_epochs={EPOCHS}", f"model.blocks={TINY_BLOCKS}", "callbacks.progress_bar=null",
+        *synthetic_overrides(synthetic_root, tmp_path_factory.mktemp("sweep_cache"))[:2], "data.val_size=100",
+        "data.eval_batch_size=100", "trainer.accelerator=cpu", f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sweep
+
+
+class TensorBoardServer:
+    """``python -m tensorboard.main`` on 127.0.0.1 over ``logdir``, its JSON API read with ``get``/``post``."""
+
+    def __init__(self, logdir: Path, log: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1"]
+        cmd += ["--port", str(self.port), "--reload_interval", "1"]
+        self.log = log
+        with log.open("w") as out:
+            self.process = subprocess.Popen(cmd, env=CLI_ENV, stdout=out, stderr=subprocess.STDOUT)
+
+    def get(self, path: str):
+        return get_json(self.base + path)
+
+    def post(self, path: str, body: dict):
+        request = urllib.request.Request(self.base + path, data=json.dumps(body).encode(), method="POST")
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+
+    def wait_for(self, ready, seconds: float = 90):
+        """``ready()``'s first true value, polled while the server starts and loads the event files."""
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            if server.poll() is not None:
-                message = log.read_text()
+            if self.process.poll() is not None:
+                message = self.log.read_text()
                 if "could not bind" in message.lower() or "address already in use" in message.lower():
-                    pytest.skip(f"tensorboard could not bind 127.0.0.1:{port}: {message[-300:]}")
-                pytest.fail(f"tensorboard exited with {server.returncode}: {message[-3000:]}")
+                    pytest.skip(f"tensorboard could not bind 127.0.0.1:{self.port}: {message[-300:]}")
+                pytest.fail(f"tensorboard exited with {self.process.returncode}: {message[-3000:]}")
             try:
-                runs = get_json(f"{base}/data/runs")
-                if "tensorboard" in runs:
-                    served = get_json(f"{base}/data/plugin/scalars/scalars?run=tensorboard&tag=val/acc")
-                    if len(served) == len(expected):
-                        break
+                value = ready()
+                if value:
+                    return value
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass  # not listening yet, or still loading
             time.sleep(0.5)
-        assert served is not None, f"no run 'tensorboard' served in 90 s: {log.read_text()[-3000:]}"
-        assert [value for _, _, value in served] == pytest.approx(expected, rel=1e-6)
-    finally:
-        server.terminate()
+        pytest.fail(f"tensorboard served nothing usable in {seconds} s: {self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        self.process.terminate()
         try:
-            server.wait(timeout=10)
+            self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def tensorboard_server(tmp_path):
+    servers = []
+
+    def start(logdir: Path) -> TensorBoardServer:
+        servers.append(TensorBoardServer(logdir, tmp_path / "tensorboard.log"))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_tensorboard_server_serves_the_logged_val_acc(tiny_run, tensorboard_server):
+    expected = scalars(tiny_run)["val/acc"]
+    server = tensorboard_server(tiny_run)
+    served = server.wait_for(
+        lambda: (
+            "tensorboard" in server.get("/data/runs")
+            and server.get("/data/plugin/scalars/scalars?run=tensorboard&tag=val/acc")
+        )
+    )
+    assert [value for _, _, value in served] == pytest.approx(expected, rel=1e-6)
+
+
+def hparams_table(server: TensorBoardServer) -> tuple[dict, list[dict]]:
+    """The HPARAMS tab's experiment (its columns) and its rows, one session group a run, every column included."""
+    experiment = server.post("/data/plugin/hparams/experiment", {"experimentName": ""})
+    columns = [{"hparam": info["name"], "includeInResult": True} for info in experiment.get("hparamInfos", [])]
+    columns += [{"metric": info["name"], "includeInResult": True} for info in experiment.get("metricInfos", [])]
+    request = {"experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS"], "colParams": columns}
+    groups = server.post("/data/plugin/hparams/session_groups", request | {"startIndex": 0, "sliceSize": 100})
+    return experiment, groups.get("sessionGroups", [])
+
+
+def loaded(table: tuple[dict, list[dict]]) -> tuple[dict, list[dict]] | None:
+    """The table once the server has read every run's hparams and metrics (it loads the event files a while)."""
+    rows = table[1]
+    tested = [any(value["name"]["tag"] == "test/acc" for value in row.get("metricValues", [])) for row in rows]
+    ready = len(rows) == RUNS and all(row.get("hparams") for row in rows) and all(tested)
+    return table if ready else None
+
+
+@pytest.mark.slow
+def test_a_sweeps_hparams_and_epoch_curves_compare_run_against_run(sweep_dir, tensorboard_server):
+    """What a person comparing the sweep in a browser gets: an HPARAMS row per run with the lr and batch size it
+    varied and its metrics, no ``_target_`` or path column; curves that step by epoch whatever the batch size."""
+    server = tensorboard_server(sweep_dir)
+    experiment, groups = server.wait_for(lambda: loaded(hparams_table(server)))
+    columns = {info["name"] for info in experiment["hparamInfos"]}
+    assert {"lr", "batch_size", "optimizer", "K", "epochs", "seed"} <= columns
+    assert len(columns) < 30, sorted(columns)
+    assert not [name for name in columns if "_target_" in name or "dir" in name or "root" in name]
+    rows = groups  # one run a group: no two runs share all hparams
+    for row in rows:
+        assert not [value for value in row["hparams"].values() if isinstance(value, str) and "/" in value]
+    assert sorted((row["hparams"]["lr"], row["hparams"]["batch_size"]) for row in rows) == sorted(
+        (lr, batch) for lr in LRS for batch in BATCH_SIZES
+    )
+    metric_tags = {info["name"]["tag"] for info in experiment["metricInfos"]}
+    assert {"val/acc_best", "val/acc", "test/acc", "train/trained_epochs", "train/wall_time_s"} <= metric_tags
+    for row in rows:
+        metrics = {value["name"]["tag"]: value["value"] for value in row["metricValues"]}
+        assert metrics["train/trained_epochs"] == EPOCHS and metrics["train/wall_time_s"] > 0
+        record = json.loads((sweep_dir / row["name"].split("/")[0] / RUN_FILE).read_text())
+        assert metrics["test/acc"] == pytest.approx(record["metrics"]["test/acc"], rel=1e-6)
+
+    runs = [run for run in server.get("/data/runs") if run.endswith("tensorboard")]
+    assert len(runs) == len(rows)
+    for run in runs:
+        tags = server.get(f"/data/plugin/scalars/tags?run={run}")[run]
+        assert "epoch" not in tags  # the x axis is the epoch: no card of it
+        for tag in ("train/acc", "val/acc", "val/loss", "lr-RMSprop"):
+            served = server.get(f"/data/plugin/scalars/scalars?run={run}&tag={tag}")
+            assert [step for _, step, _ in served] == list(range(EPOCHS)), (run, tag)
+        test_steps = [step for _, step, _ in server.get(f"/data/plugin/scalars/scalars?run={run}&tag=test/acc")]
+        assert test_steps == [EPOCHS]  # the final test, after the last epoch

@@ -7,9 +7,12 @@ final ``test/acc``, and ``test/acc_tta`` with test-time augmentation). It is wri
 or still-running run has one, and completed at the end of fit and of the test. A fit resumed from a checkpoint
 keeps the first attempt's ``started_at`` and adds ``resumed_at`` and ``earlier_wall_time_s``.
 
-The TensorBoard HPARAMS tab gets one entry per run: the flattened config and ``run.json`` (as ``run/...``) with the
-metrics ``<monitor>_best`` and ``test/acc``. TensorBoard keeps the first hparams summary of a run and ignores later
-ones, so it is written once, when the run's last stage ends: after the test when the run tests, else after fit.
+The TensorBoard HPARAMS tab gets one entry per run, made to compare the runs of a sweep: the hyper-parameters a
+person compares (``comparable_hparams``: a short curated set and the run's command-line overrides, no ``_target_``,
+paths or callback internals; the whole config stays in ``run.json``'s command and ``.hydra/``) against the metrics
+``<monitor>_best``, the final ``val/acc``, ``test/acc`` (and ``test/acc_tta``), the epochs run and the wall time.
+TensorBoard keeps the first hparams summary of a run and ignores later ones, so it is written once, when the run's
+last stage ends: after the test when the run tests, else after fit.
 """
 
 from __future__ import annotations
@@ -43,6 +46,24 @@ PACKAGES = ("torch", "torchvision", "lightning", "hydra-core", "torchmetrics")
 
 
 TEST_METRICS = ("test/acc", "test/acc_tta")  # the second only with test-time augmentation (cifar_lit.tta)
+
+
+# HPARAMS metrics that are no logged scalar: written as scalars once, at the last epoch, where TensorBoard reads them
+EPOCHS_RUN, WALL_TIME = "train/trained_epochs", "train/wall_time_s"  # sorted after train/loss in TIME SERIES
+
+
+# name in HPARAMS -> config key, for what a person compares between runs (model, optimizer, scheduler: see hparams)
+CURATED = {
+    "K": "model.num_branches",
+    "g": "model.activation",
+    "lr": "optimizer.lr",
+    "weight_decay": "optimizer.weight_decay",
+    "momentum": "optimizer.momentum",
+    "batch_size": "data.batch_size",
+    "epochs": "trainer.max_epochs",
+    "precision": "trainer.precision",
+    "seed": "seed",
+}
 
 
 def git_state(repo: Path) -> dict[str, Any]:
@@ -159,6 +180,7 @@ class RunProvenance(Callback):
         self.config: DictConfig | None = None
         self.record: dict[str, Any] = {}
         self._fit_started = 0.0
+        self._final_eval: list[str] = []
 
     # ------------------------------------------------------------------------------------------ hooks
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -171,6 +193,8 @@ class RunProvenance(Callback):
         write_json(self.path, self.record)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        split = self.monitor_best.split("/")[0]  # the final accuracy of the monitored split, when it was logged
+        self._final_eval = [f"{split}/acc"] if f"{split}/acc" in trainer.callback_metrics else []
         self._stage_done(trainer, (self.monitor_best,), write_hparams=not self.hparams_after_test)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -217,25 +241,94 @@ class RunProvenance(Callback):
             self.log_hparams(trainer)
 
     def hparams(self) -> dict[str, Any]:
-        """The resolved config (without Hydra's own node) and ``run.json`` under ``run``, nested: the logger
-        flattens them with '/' and writes lists and None as strings."""
-        cfg = self.config if self.config is not None else {}
-        params: dict[str, Any] = {
-            key: OmegaConf.to_container(cfg[key], resolve=True) if isinstance(cfg[key], Container) else cfg[key]
-            for key in cfg
-            if key != "hydra"
-        }
-        params["run"] = {key: value for key, value in self.record.items() if key != "metrics"}
-        return params
+        """The hyper-parameters a person compares between runs (``comparable_hparams`` of the config)."""
+        return comparable_hparams(self.config if self.config is not None else OmegaConf.create())
 
     def log_hparams(self, trainer: L.Trainer) -> None:
         """One hparams summary per TensorBoard logger, with the run's metrics; nothing without a metric (a run
-        that never validated), since an hparams entry without metrics says nothing TensorBoard can compare."""
-        metrics = dict(self.record["metrics"])
+        that never validated), since an hparams entry without metrics says nothing TensorBoard can compare.
+
+        TensorBoard shows a metric's last scalar in the run: the logged ones already hold the values (the final
+        test at the epoch after the last one trained, ``*_best`` and ``val/acc`` at the last epoch), the epochs run
+        and the wall time are written here."""
+        metrics = list(self.record["metrics"])
         loggers = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
         if not metrics or not loggers:
             return
-        params = self.hparams()
+        extra = {EPOCHS_RUN: trainer.current_epoch, WALL_TIME: self.record["wall_time_s"]}
+        summaries = hparams_summary(self.hparams(), [*metrics, *self._final_eval, *extra])
         for logger in loggers:
-            # also logs each metric once more as a scalar at this step, with the value already logged
-            logger.log_hyperparams(params, metrics, step=trainer.global_step)
+            writer = logger.experiment
+            for tag, value in extra.items():
+                writer.add_scalar(tag, value, max(trainer.current_epoch - 1, 0))
+            for summary in summaries:
+                writer.file_writer.add_summary(summary)
+            writer.flush()
+
+
+def short_name(target: Any) -> str:
+    """``torch.optim.RMSprop`` -> ``RMSprop``; anything else as text."""
+    return str(target).rsplit(".", 1)[-1]
+
+
+def hparam_value(value: Any) -> bool | int | float | str:
+    """What TensorBoard's HPARAMS takes: numbers, text and booleans; None and anything else as text."""
+    return value if isinstance(value, bool | int | float | str) else str(value)
+
+
+def augmentation(augment: Any) -> str:
+    """The training augmentation in a few characters, e.g. ``crop4+flip+cutout8``, or ``none``."""
+    if not isinstance(augment, DictConfig):
+        return str(augment)
+    parts = []
+    if augment.get("crop_padding"):
+        parts.append(f"crop{augment.crop_padding}" + ("reflect" if augment.get("pad_mode") == "reflect" else ""))
+    if augment.get("flip"):
+        parts.append("flip" if augment.flip is True else f"flip:{augment.flip}")
+    if augment.get("cutout"):
+        parts.append(f"cutout{augment.cutout}")
+    return "+".join(parts) or "none"
+
+
+def run_overrides(cfg: DictConfig) -> dict[str, Any]:
+    """The job's command-line overrides (Hydra's task overrides: in a sweep, what varies between its jobs) as
+    ``key -> value`` in the composed config, except Hydra's own, callbacks and loggers, deletions, paths, and lists or
+    dicts (config groups, ``model.blocks``: the curated columns summarise them)."""
+    if not HydraConfig.initialized():
+        return {}
+    overrides = {}
+    for override in HydraConfig.get().overrides.task:
+        key = override.split("=", 1)[0].lstrip("+")
+        if key.startswith(("hydra.", "callbacks.", "logger.", "paths.", "~")) or key in ("ckpt_path", "tags"):
+            continue
+        value = OmegaConf.select(cfg, key, default=None)
+        if isinstance(value, Container) or isinstance(value, str) and ("/" in value or os.sep in value):
+            continue
+        overrides[key] = value
+    return overrides
+
+
+def comparable_hparams(cfg: DictConfig) -> dict[str, bool | int | float | str]:
+    """The HPARAMS columns of a run: the model (its config name, number of blocks, K, g), the optimizer (class name,
+    lr, weight decay, momentum), the scheduler, batch size, epochs, augmentation, precision and seed, then the
+    command-line overrides not among them under the key typed (``model.classifier.dropout``)."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    scheduler = OmegaConf.select(cfg, "scheduler._target_", default=None)
+    params: dict[str, Any] = {
+        "model": choices.get("model"),
+        "blocks": len(OmegaConf.select(cfg, "model.blocks", default=None) or []),
+        "optimizer": short_name(OmegaConf.select(cfg, "optimizer._target_", default=None)),
+        "scheduler": short_name(scheduler) if scheduler else "none",
+        "augment": augmentation(OmegaConf.select(cfg, "data.augment", default=None)),
+    }
+    params |= {name: OmegaConf.select(cfg, key, default=None) for name, key in CURATED.items()}
+    shown = set(CURATED.values()) | {"model", "optimizer", "scheduler"}
+    params |= {key: value for key, value in run_overrides(cfg).items() if key not in shown}
+    return {name: hparam_value(value) for name, value in params.items()}
+
+
+def hparams_summary(params: dict[str, Any], metrics: list[str]) -> tuple:
+    """The three summaries of TensorBoard's hparams plugin (experiment, session start, session end)."""
+    from torch.utils.tensorboard.summary import hparams
+
+    return hparams(params, dict.fromkeys(metrics, 0.0))

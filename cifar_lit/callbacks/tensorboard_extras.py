@@ -1,8 +1,13 @@
-"""TensorBoard views beyond scalars: how the blocks use their branches, and what the classifier gets wrong.
+"""TensorBoard views beyond the metrics: a dashboard of them, how the blocks use their branches, what the classifier
+gets wrong.
 
-* ``gates/block{i}/branch{k}`` (HISTOGRAMS tab), every validation epoch: the distribution over the validation images
-  of each block's branch weight a_k = g(Linear(pool X))_k, read by forward hooks on the blocks' gate activations
-  (no extra forward pass). Whether the K branches stay distinct or collapse to one shows here first.
+* CUSTOM SCALARS: train vs val vs test accuracy and loss side by side, and one chart per block with its branch
+  weights, written once when fit starts.
+* ``weights/block{i}/branch{k}`` (scalars) and ``weights/block{i}`` (HISTOGRAMS), every validation epoch: the mean over
+  the validation images of block i's branch weight a_k = g(Linear(pool X))_k, and the distribution of all its
+  branch weights, read by forward hooks on the blocks' gate activations (no extra forward pass). Whether the K
+  branches stay distinct or collapse to one shows here first. "weights" sorts after train/val/test: TensorBoard
+  lists the card groups alphabetically, and the metrics come first.
 * ``{val,test}/confusion_matrix`` and ``{val,test}/misclassified`` (IMAGES tab): the confusion matrix of a whole split
   and a grid of misclassified images titled ``true->pred``. ``val/...`` is written when fitting ends (the final
   weights, last validation epoch), ``test/...`` after each test (the weights tested: the best checkpoint in train).
@@ -29,8 +34,24 @@ from cifar_lit.network.block import Block
 from cifar_lit.reporting.confusion import confusion_figure
 
 
+def custom_scalars_layout(blocks: int) -> dict[str, dict[str, list]]:
+    """The CUSTOM SCALARS dashboard: each chart draws every tag its regular expression matches, one line each."""
+    return {
+        "metrics": {
+            "accuracy": ["Multiline", [r"^(train|val|test)/acc$"]],
+            "loss": ["Multiline", [r"^(train|val|test)/loss$"]],
+            "best accuracy": ["Multiline", [r"^(val|test)/acc_best$"]],
+            "learning rate": ["Multiline", [r"^lr-"]],
+        },
+        "branch weights (mean over the validation images)": {
+            f"block {i}": ["Multiline", [rf"^weights/block{i}/branch\d+$"]] for i in range(blocks)
+        },
+    }
+
+
 class TensorBoardExtras(L.Callback):
-    """Gate histograms per validation epoch; confusion matrix and misclassified images per evaluated split."""
+    """The custom-scalars layout; branch weights per validation epoch; confusion matrix and misclassified images per
+    evaluated split. Everything at the epoch, the x axis of the run's scalars (``cifar_lit.training.epoch_logger``)."""
 
     def __init__(self, max_images: int = 32, gate_histograms: bool = True) -> None:
         self.max_images, self.gate_histograms = max_images, gate_histograms
@@ -40,7 +61,13 @@ class TensorBoardExtras(L.Callback):
         self._confusion: MulticlassConfusionMatrix | None = None
         self._wrong: list[tuple[torch.Tensor, int, int]] = []
         self._collecting = False
-        self._val_figures: tuple[str, torch.Tensor, list[tuple[torch.Tensor, int, int]]] | None = None
+        self._val_figures: tuple[str, int, torch.Tensor, list[tuple[torch.Tensor, int, int]]] | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writer = _tensorboard(trainer)
+        if writer is not None and trainer.is_global_zero:
+            blocks = sum(isinstance(m, Block) for m in getattr(pl_module, "net", pl_module).modules())
+            writer.add_custom_scalars(custom_scalars_layout(blocks))
 
     # ----------------------------------------------------------------------------------------------- hooks
     def _attach(self, trainer: L.Trainer, pl_module: L.LightningModule, gates: bool) -> None:
@@ -107,12 +134,14 @@ class TensorBoardExtras(L.Callback):
         if writer is None or not trainer.is_global_zero:
             return
         split = getattr(pl_module, "eval_splits", ["val"])[0]  # "test" when data.val_size=0
-        self._val_figures = (split, matrix, self._wrong)
+        epoch = trainer.current_epoch
+        self._val_figures = (split, epoch, matrix, self._wrong)
         for i, chunks in self._gates.items():
             if chunks:
                 gates = torch.cat(chunks)
-                for k in range(gates.shape[1]):
-                    writer.add_histogram(f"gates/block{i}/branch{k}", gates[:, k], trainer.global_step)
+                for k, mean in enumerate(gates.mean(dim=0).tolist()):
+                    writer.add_scalar(f"weights/block{i}/branch{k}", mean, epoch)
+                writer.add_histogram(f"weights/block{i}", gates, epoch)
         self._gates = {}
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -139,15 +168,14 @@ class TensorBoardExtras(L.Callback):
         matrix = self._confusion.compute().cpu()
         writer = _tensorboard(trainer)
         if writer is not None and trainer.is_global_zero:
-            self._write_figures(writer, trainer, "test", matrix, self._wrong)
+            self._write_figures(writer, trainer, "test", trainer.current_epoch, matrix, self._wrong)
 
     # -------------------------------------------------------------------------------------------- figures
-    def _write_figures(self, writer, trainer: L.Trainer, split: str, matrix: torch.Tensor, wrong: list) -> None:
-        writer.add_figure(f"{split}/confusion_matrix", confusion_figure(matrix, CLASSES, split), trainer.global_step)
+    def _write_figures(self, writer, trainer: L.Trainer, split: str, epoch: int, matrix: torch.Tensor, wrong: list):
+        writer.add_figure(f"{split}/confusion_matrix", confusion_figure(matrix, CLASSES, split), epoch)
         if wrong:
             mean, std = _stats(trainer)
-            figure = misclassified_figure(wrong, mean, std, split)
-            writer.add_figure(f"{split}/misclassified", figure, trainer.global_step)
+            writer.add_figure(f"{split}/misclassified", misclassified_figure(wrong, mean, std, split), epoch)
         writer.flush()
 
 

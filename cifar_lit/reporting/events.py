@@ -1,6 +1,8 @@
 """A run's scalars from its TensorBoard event files, and the per-epoch table built from them.
 
-Everything comes from the ``epoch``-stamped scalars of Lightning's TensorBoardLogger. With ``data.test_every_epoch``
+Everything comes from the per-epoch scalars of the run's TensorBoard logger: logged at the epoch
+(``cifar_lit.training.epoch_logger``), or, in runs logged before it, at the optimizer step with an ``epoch`` scalar
+beside them. With ``data.test_every_epoch``
 the test set is logged every epoch during validation and once more by the final ``trainer.test`` of the best
 checkpoint; the per-epoch values fill the table, the last one is reported apart.
 
@@ -106,9 +108,10 @@ def first_per_step(events: Sequence[ScalarEvent]) -> tuple[dict[int, ScalarEvent
 
 
 def step_epochs(scalars: dict[str, list[ScalarEvent]]) -> dict[int, int]:
-    """step -> 0-based epoch, from the ``epoch`` scalar Lightning logs with every epoch-level metric."""
+    """step -> 0-based epoch: the step itself (logged at the epoch), or, where an ``epoch`` scalar was logged with
+    every epoch-level metric (Lightning's own TensorBoardLogger, older runs), that scalar's value."""
     if "epoch" not in scalars:
-        raise ReportError("no epoch-level metrics were logged yet (did the run finish an epoch?)")
+        return {event.step: event.step for events in scalars.values() for event in events}
     first, _ = first_per_step(scalars["epoch"])
     return {step: int(round(event.value)) for step, event in first.items()}
 

@@ -2,8 +2,9 @@
 
 * ``ckpt_path=last`` is resolved to the run's ``checkpoints/last.ckpt`` up front, so a missing one is an error
   naming the folder (Lightning only warns and silently starts from scratch).
-* ``logger_step`` is the logging step a checkpoint was saved at; the TensorBoard writer of a resumed run is told
-  to hide events the stopped run logged after it (``purge_step``), so each epoch keeps exactly one value.
+* ``logger_step`` is the logging step (the epoch) a fit resumed from a checkpoint starts at; the TensorBoard writer
+  of a resumed run is told to hide events the stopped run logged from it on (``purge_step``), so each epoch keeps
+  exactly one value.
 * ``resume_hint`` is the command that resumes a stopped run.
 
 The callbacks that save what a resume needs live in ``cifar_lit.callbacks`` (``interrupt``: the checkpoint on a
@@ -80,7 +81,9 @@ def resume_hint(cfg: DictConfig) -> str:
 
 
 def logger_step(ckpt_path: str) -> int:
-    """The step loggers had reached when ``ckpt_path`` was saved (Lightning logs at ``_batches_that_stepped``)."""
+    """The logging step a fit resumed from ``ckpt_path`` starts at: the epoch it runs first (the TensorBoard logger
+    logs at the epoch, ``cifar_lit.training.epoch_logger``), i.e. the epochs the checkpoint had finished processing
+    (Lightning counts an epoch processed before its end-of-epoch checkpoint is saved)."""
     checkpoint = read_checkpoint(ckpt_path)
-    epoch_loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
-    return int(epoch_loop.get("_batches_that_stepped", checkpoint.get("global_step", 0)))
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    return int(progress.get("processed", checkpoint.get("epoch", 0)))
