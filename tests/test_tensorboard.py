@@ -89,7 +89,7 @@ def test_confusion_matrix_and_misclassified_images_for_val_and_test(tiny_run):
         assert {f"{split}/confusion_matrix", f"{split}/misclassified"} <= images
         picture = accumulator.Images(f"{split}/confusion_matrix")[-1]
         assert picture.width > 300 and picture.height > 300
-    assert [step for step, _ in scalar_events(tiny_run)["lr-RMSprop"]] == list(range(EPOCHS))  # one per epoch
+    assert [step for step, _ in scalar_events(tiny_run)["train/lr-RMSprop"]] == list(range(EPOCHS))  # one per epoch
 
 
 def test_test_figures_show_the_plain_prediction_with_test_time_augmentation(synthetic_root, tmp_path, monkeypatch):
@@ -288,7 +288,7 @@ def test_a_sweeps_hparams_and_epoch_curves_compare_run_against_run(sweep_dir, te
     for run in runs:
         tags = server.get(f"/data/plugin/scalars/tags?run={run}")[run]
         assert "epoch" not in tags  # the x axis is the epoch: no card of it
-        for tag in ("train/acc", "val/acc", "val/loss", "lr-RMSprop"):
+        for tag in ("train/acc", "val/acc", "val/loss", "train/lr-RMSprop"):
             served = server.get(f"/data/plugin/scalars/scalars?run={run}&tag={tag}")
             assert [step for _, step, _ in served] == list(range(EPOCHS)), (run, tag)
         test_steps = [step for _, step, _ in server.get(f"/data/plugin/scalars/scalars?run={run}&tag=test/acc")]

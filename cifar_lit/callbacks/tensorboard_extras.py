@@ -41,7 +41,7 @@ def custom_scalars_layout(blocks: int) -> dict[str, dict[str, list]]:
             "accuracy": ["Multiline", [r"^(train|val|test)/acc$"]],
             "loss": ["Multiline", [r"^(train|val|test)/loss$"]],
             "best accuracy": ["Multiline", [r"^(val|test)/acc_best$"]],
-            "learning rate": ["Multiline", [r"^lr-"]],
+            "learning rate": ["Multiline", [r"^train/lr-"]],
         },
         "branch weights (mean over the validation images)": {
             f"block {i}": ["Multiline", [rf"^weights/block{i}/branch\d+$"]] for i in range(blocks)

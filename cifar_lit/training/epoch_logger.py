@@ -16,6 +16,8 @@ from typing import Any
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+LR_GROUP = "train"  # the tag group of the learning rates
+
 
 class EpochTensorBoardLogger(TensorBoardLogger):
     """``TensorBoardLogger`` writing each scalar at its epoch (see the module docstring)."""
@@ -38,5 +40,8 @@ class EpochTensorBoardLogger(TensorBoardLogger):
         epoch = metrics.pop("epoch", None)
         if epoch is not None:
             self.epoch, self._epoch_step = int(epoch), step
+        # LearningRateMonitor's "lr-<optimizer>" would be TensorBoard's first card group (groups sort by name):
+        # under train/ it sits with the training curves, and the view opens on accuracy and loss
+        metrics = {f"{LR_GROUP}/{key}" if key.startswith("lr-") else key: value for key, value in metrics.items()}
         if metrics:
             super().log_metrics(metrics, self.epoch if epoch is not None else self.epoch_at(step))
