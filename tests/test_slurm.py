@@ -8,13 +8,29 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
-from pathlib import Path
+import time
 
 import pytest
 
-from tests.conftest import CLI_ENV, ROOT, TINY_BLOCKS, read_csv, run_cli, synthetic_overrides
+from cifar_lit.callbacks.provenance import RUN_FILE
+from tests.conftest import (
+    CLI_ENV,
+    ROOT,
+    TINY_BLOCKS,
+    cli_command,
+    read_csv,
+    run_cli,
+    run_training,
+    scalar_events,
+    scalars,
+    synthetic_overrides,
+)
+from tests.test_distributed import ddp_overrides, files_by_folder, single_process_val_acc
+from tests.test_resume import checkpoint_epoch, per_epoch
+from tests.test_resume import overrides as resume_overrides
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -66,3 +82,73 @@ def test_a_sweep_runs_each_job_as_a_slurm_job_and_a_failed_job_fails_the_sweep(s
     assert "--gpus" not in "".join(p.read_text() for p in sweep.glob(".submitit/*/*_submission.sh"))
     assert "gpus_per_node" not in result.stdout  # no launcher setting missing a value
     assert (result.stdout + result.stderr).count("Bypassing sacct error") <= 3  # one warning, on its 3 handlers
+
+
+def test_ddp_across_two_srun_tasks_trains_in_the_jobs_run_folder_with_the_exact_synced_accuracy(
+    synthetic_root, tmp_path
+):
+    """Two SLURM tasks, each a whole ``python -m cifar_lit.train``: Lightning joins them into one DDP group, and both
+    name the run folder after the job (a timestamp each could differ by a second)."""
+    logs = tmp_path / "logs"
+    train = cli_command("train", *ddp_overrides(synthetic_root, tmp_path / "cache"), f"paths.log_dir={logs}")
+    srun = ["srun", "-N1", "--ntasks-per-node=2", "--cpus-per-task=1", *train]
+    result = subprocess.run(srun, cwd=ROOT, env=CLI_ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in result.stdout + result.stderr  # the second task joined the group
+    (run_dir,) = (logs / "runs").iterdir()
+    assert run_dir.name == f"{json.loads((run_dir / RUN_FILE).read_text())['slurm_job_id']}_train"
+    assert files_by_folder(logs, "events.out.tfevents.*") == {run_dir / "tensorboard"}
+    assert files_by_folder(logs, "*.ckpt") == {run_dir / "checkpoints"}
+    logged = scalars(run_dir)["val/acc"]
+    assert len(logged) == 2
+    assert single_process_val_acc(run_dir, synthetic_root, tmp_path) == pytest.approx(logged[-1], abs=1e-6)
+
+
+def job_state(job: str) -> dict[str, str]:
+    """``scontrol show job``'s fields (JobState, Restarts, ...); completed jobs stay known for MinJobAge."""
+    text = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    return dict(re.findall(r"(\w+)=(\S*)", text))
+
+
+def wait_for(condition, what: str, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_the_time_limit_warning_requeues_the_job_which_resumes_in_its_folder_and_ends_as_if_uninterrupted(
+    synthetic_root, tmp_path
+):
+    """sbatch --signal=USR1@<s> --requeue: the warning (sent here by scancel mid-run, as SLURM sends it before the
+    limit) requeues the job; SLURM's SIGTERM saves last.ckpt; the requeued job, same id, same batch script, finds
+    its run folder and resumes: its metrics are the uninterrupted run's, epoch for epoch."""
+    cache, logs = tmp_path / "cache", tmp_path / "logs"
+    reference = run_training(tmp_path / "reference", *resume_overrides(synthetic_root, cache, tmp_path / "reference"))
+    args = [arg for arg in resume_overrides(synthetic_root, cache, logs) if not arg.startswith("hydra.run.dir=")]
+    script = tmp_path / "train.sbatch"
+    train = shlex.join(cli_command("train", *args, f"paths.log_dir={logs}"))
+    script.write_text(
+        "#!/bin/bash\n"
+        "#SBATCH --ntasks=1 --cpus-per-task=1 --time=10 --signal=USR1@120 --requeue --open-mode=append\n"
+        f"srun {train} ${{SLURM_RESTART_COUNT:+ckpt_path=last}}\n"  # the requeued job resumes
+    )
+    output = tmp_path / "slurm.out"
+    sbatch = ["sbatch", "--parsable", f"--output={output}", str(script)]
+    job = subprocess.run(sbatch, cwd=ROOT, env=CLI_ENV, capture_output=True, text=True, check=True).stdout.strip()
+    last = logs / "runs" / f"{job}_train" / "checkpoints" / "last.ckpt"
+    wait_for(lambda: checkpoint_epoch(last) == 0, "the end of the first epoch")
+    subprocess.run(["scancel", "--signal=USR1", job], check=True)  # what --signal=USR1@120 sends at the limit
+    wait_for(lambda: job_state(job).get("Reason") == "BeginTime", "the requeued job pending")  # held ~2 min
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+    wait_for(lambda: job_state(job).get("JobState") in ("COMPLETED", "FAILED", "CANCELLED"), "the job's end")
+    log = output.read_text()
+    assert job_state(job)["JobState"] == "COMPLETED", log[-3000:]
+    assert f"requeued SLURM job {job}" in log and "SIGTERM at epoch" in log and "Restored all states" in log
+    run_dir = logs / "runs" / f"{job}_train"
+    assert not list(run_dir.glob("hpc_ckpt_*.ckpt"))  # no Lightning auto-requeue save from inside a step
+    resumed, expected = scalar_events(run_dir), scalar_events(reference)
+    for tag in ("train/loss", "train/acc", "val/loss", "val/acc"):
+        assert per_epoch(resumed, tag) == per_epoch(expected, tag), tag
+    record = json.loads((run_dir / RUN_FILE).read_text())
+    assert record["status"] == "finished" and len(record["resumed_at"]) == 1 and record["slurm_job_id"] == job
