@@ -10,7 +10,9 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -32,8 +34,6 @@ from tests.test_distributed import ddp_overrides, files_by_folder, single_proces
 from tests.test_resume import checkpoint_epoch, per_epoch
 from tests.test_resume import overrides as resume_overrides
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-
 
 def cluster_problem() -> str | None:
     """Why the local cluster cannot run jobs, or None when its node takes them."""
@@ -46,9 +46,10 @@ def cluster_problem() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module", autouse=True)
-def slurm_cluster() -> None:
-    if (problem := cluster_problem()) is None:
+@pytest.fixture(autouse=True)
+def slurm_cluster(request) -> None:
+    """Tests marked ``slurm`` need the cluster up (the two-node torchrun test needs none)."""
+    if request.node.get_closest_marker("slurm") is None or (problem := cluster_problem()) is None:
         return
     if os.environ.get("CI") == "true":  # CI starts the cluster (.ci/run): its absence is a failure there
         pytest.fail(problem)
@@ -60,6 +61,8 @@ def launcher_overrides() -> list[str]:
     return ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
 
 
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_a_sweep_runs_each_job_as_a_slurm_job_and_a_failed_job_fails_the_sweep(synthetic_root, tmp_path):
     sweep = tmp_path / "sweep"
     overrides = [
@@ -84,6 +87,8 @@ def test_a_sweep_runs_each_job_as_a_slurm_job_and_a_failed_job_fails_the_sweep(s
     assert (result.stdout + result.stderr).count("Bypassing sacct error") <= 3  # one warning, on its 3 handlers
 
 
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_ddp_across_two_srun_tasks_trains_in_the_jobs_run_folder_with_the_exact_synced_accuracy(
     synthetic_root, tmp_path
 ):
@@ -117,6 +122,8 @@ def wait_for(condition, what: str, timeout: float = 240) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_the_time_limit_warning_requeues_the_job_which_resumes_in_its_folder_and_ends_as_if_uninterrupted(
     synthetic_root, tmp_path
 ):
@@ -152,3 +159,41 @@ def test_the_time_limit_warning_requeues_the_job_which_resumes_in_its_folder_and
         assert per_epoch(resumed, tag) == per_epoch(expected, tag), tag
     record = json.loads((run_dir / RUN_FILE).read_text())
     assert record["status"] == "finished" and len(record["resumed_at"]) == 1 and record["slurm_job_id"] == job
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_under_torchrun_train_in_one_run_folder_with_the_exact_synced_accuracy(synthetic_root, tmp_path):
+    """torchrun --nnodes=2 as two processes on this machine (node_rank 0 and 1), each a whole cifar_lit.train with
+    trainer.num_nodes=2: one DDP group across the "nodes", one run folder (given: each node would stamp its own),
+    and the synced validation accuracy of a single process."""
+    logs, run_dir, port = tmp_path / "logs", tmp_path / "logs" / "run", free_port()
+    overrides = [*ddp_overrides(synthetic_root, tmp_path / "cache"), "trainer.num_nodes=2", "trainer.devices=1"]
+    train = ["-m", "cifar_lit.train", *overrides, f"hydra.run.dir={run_dir}"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1"]  # torchrun
+    rendezvous = ["--master_addr=127.0.0.1", f"--master_port={port}"]
+    nodes = [
+        subprocess.Popen(
+            [*torchrun, f"--node_rank={rank}", *rendezvous, *train],
+            cwd=ROOT,
+            env=CLI_ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in outputs[1]
+    assert [p.name for p in logs.iterdir()] == ["run"]
+    assert files_by_folder(logs, "events.out.tfevents.*") == {run_dir / "tensorboard"}
+    assert files_by_folder(logs, "*.ckpt") == {run_dir / "checkpoints"}
+    logged = scalars(run_dir)["val/acc"]
+    assert len(logged) == 2
+    assert single_process_val_acc(run_dir, synthetic_root, tmp_path) == pytest.approx(logged[-1], abs=1e-6)
