@@ -16,8 +16,6 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from cifar_lit.hydra_ext import slurm
-
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # A wheel carries the configs inside the package (pyproject.toml maps conf/ to cifar_lit/conf); a checkout, and an
 # editable install of it, keeps them beside the package in conf/, the folder users edit.
@@ -64,8 +62,6 @@ def missing_extra(args: Sequence[str]) -> str | None:
 
 def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[..., Any]]:
     """``hydra.main`` on cifar_lit's configs (``config_name``), preceded by the check for a missing extra."""
-
-    slurm.register()  # hydra/launcher=slurm's resolver, before Hydra composes
 
     def decorate(task: Callable[[DictConfig], Any]) -> Callable[..., Any]:
         hydra_main = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)(task)

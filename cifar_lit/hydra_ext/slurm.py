@@ -1,6 +1,6 @@
 """What hydra/launcher=slurm (hydra-submitit-launcher) needs from the project: the ``slurm_gpus`` resolver, so that
-a CPU trainer asks SLURM for no GPU, and submitit's repeated sacct warnings cut to one. ``register()`` runs when an
-entry point is defined (``cifar_lit.hydra_ext.entry``), before Hydra composes the launcher's config.
+a CPU trainer asks SLURM for no GPU, and submitit's repeated sacct warnings cut to one. ``register()`` runs when
+``cifar_lit`` is imported: before an entry point, or a ``compose()`` of the configs, resolves the launcher's config.
 
 - ``gpus_per_node: ${slurm_gpus:${trainer.accelerator},${trainer.devices}}``: ``trainer.devices`` GPUs, none for
   ``trainer.accelerator=cpu`` (``trainer=cpu``, ``trainer=ddp_cpu``), which a GPU-less partition would refuse and a
