@@ -149,11 +149,10 @@ def test_the_time_limit_warning_requeues_the_job_which_resumes_in_its_folder_and
     wait_for(lambda: job_state(job).get("Reason") == "BeginTime", "the requeued job pending")  # held ~2 min
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
     wait_for(lambda: job_state(job).get("JobState") in ("COMPLETED", "FAILED", "CANCELLED"), "the job's end")
-    log = output.read_text()
+    log, run_dir = output.read_text(), logs / "runs" / f"{job}_train"
     assert job_state(job)["JobState"] == "COMPLETED", log[-3000:]
+    assert not list(run_dir.glob("hpc_ckpt_*.ckpt"))  # not Lightning's auto-requeue, which saves inside a step
     assert f"requeued SLURM job {job}" in log and "SIGTERM at epoch" in log and "Restored all states" in log
-    run_dir = logs / "runs" / f"{job}_train"
-    assert not list(run_dir.glob("hpc_ckpt_*.ckpt"))  # no Lightning auto-requeue save from inside a step
     resumed, expected = scalar_events(run_dir), scalar_events(reference)
     for tag in ("train/loss", "train/acc", "val/loss", "val/acc"):
         assert per_epoch(resumed, tag) == per_epoch(expected, tag), tag
