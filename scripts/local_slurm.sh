@@ -3,7 +3,7 @@
 # cluster (tests/test_slurm.py runs on it; .ci/run starts it before the tests). Needs root on Debian/Ubuntu.
 #
 #   sudo scripts/local_slurm.sh          # install slurm-wlm + munge when missing, (re)start, wait until idle
-#   sudo scripts/local_slurm.sh stop     # stop the daemons it started
+#   sudo scripts/local_slurm.sh stop     # stop slurmctld and slurmd (munged stays)
 #
 # Idempotent: a second run reuses daemons that run with the same slurm.conf, and restarts them when it changed.
 # The node is this machine with its real CPUs and memory (slurmd -C); no cgroups, no accounting database.

@@ -83,7 +83,6 @@ def test_a_sweep_runs_each_job_as_a_slurm_job_and_a_failed_job_fails_the_sweep(s
     job = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
     assert re.search(r"ArrayTaskId=0 .*JobName=train", job), job  # job 0 of the sweep's array, as SLURM knows it
     assert "--gpus" not in "".join(p.read_text() for p in sweep.glob(".submitit/*/*_submission.sh"))
-    assert "gpus_per_node" not in result.stdout  # no launcher setting missing a value
     assert (result.stdout + result.stderr).count("Bypassing sacct error") <= 3  # one warning, on its 3 handlers
 
 
