@@ -6,3 +6,7 @@ resident batches), ``training`` (the LightningModule, optimizers, checkpoints, r
 callbacks the configs name), ``hydra_ext`` (instantiation, error handling and Hydra callbacks), ``reporting`` (event
 reading, tables, plots, sweep summaries) and ``benchmarks`` (the timed paths of ``bench``).
 """
+
+from cifar_lit.hydra_ext import slurm as _slurm
+
+_slurm.register()  # the configs' ${slurm_gpus:...} resolver, for the entry points and for compose() alike

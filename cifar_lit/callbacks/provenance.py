@@ -206,6 +206,7 @@ class RunProvenance(Callback):
             "git": dict(code_state()),
             "versions": package_versions(),
             "device": device_info(trainer),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),  # None outside SLURM; a requeue keeps it
             "data": datamodule.source_info() if hasattr(datamodule, "source_info") else None,
             "parameters": sum(p.numel() for p in pl_module.parameters()),
             "started_at": datetime.now().astimezone().isoformat(timespec="seconds"),

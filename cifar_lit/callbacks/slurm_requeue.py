@@ -1,0 +1,64 @@
+"""Under SLURM, the time-limit warning signal requeues the job, which saves and then resumes where it stopped.
+
+``sbatch --signal=USR1@120 --requeue``: SLURM sends SIGUSR1 two minutes before the limit. This callback answers with
+``scontrol requeue <job>``; SLURM then stops the job with SIGTERM, on which ``InterruptCheckpoint`` saves
+``last.ckpt`` between two batches, and queues it again under the same job id. The requeued job runs the same batch
+script: its run folder is named by the job id (``conf/hydra/default.yaml``) and ``${SLURM_RESTART_COUNT:+
+ckpt_path=last}`` resumes it, mid-epoch, exactly (README, "Running on SLURM").
+
+Why not Lightning's own auto-requeue (``SLURMEnvironment(auto_requeue=True)``): its SIGUSR1 handler saves an
+``hpc_ckpt_N.ckpt`` from inside the signal handler, in the middle of a step, so the resumed run replays the batch in
+flight and no longer matches an uninterrupted one; it also closes the loggers before the run ends. Why not
+submitit's checkpoint/requeue (``max_num_timeout``): it serves only jobs submitted through submitit, and its handler
+exits the process without saving. Registering a SIGUSR1 handler first keeps Lightning from adding its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+from types import FrameType
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+log = logging.getLogger(__name__)
+
+
+def slurm_job() -> str | None:
+    """The id ``scontrol`` knows this job by (``<array job>_<task>`` for an array task); None outside SLURM."""
+    if array_job := os.environ.get("SLURM_ARRAY_JOB_ID"):
+        return f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+class SlurmRequeue(Callback):
+    """On ``signal_name`` (SIGUSR1: what ``--signal=USR1@<seconds>`` sends) during a fit under SLURM, requeue the
+    job from its first task; the SIGTERM that follows saves ``last.ckpt``. Outside SLURM it does nothing."""
+
+    def __init__(self, signal_name: str = "SIGUSR1") -> None:
+        self.signum = signal.Signals[signal_name]
+        self._previous: Any = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # before Lightning's signal connector: seeing a handler, it adds no auto-requeue of its own
+        if stage == "fit" and slurm_job() is not None:
+            self._previous = signal.signal(self.signum, self._requeue)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit" and self._previous is not None:
+            signal.signal(self.signum, self._previous)
+            self._previous = None
+
+    def _requeue(self, signum: int, frame: FrameType | None) -> None:
+        if os.environ.get("SLURM_PROCID", "0") != "0":  # one requeue per job; every task gets the signal
+            return
+        job = slurm_job()
+        result = subprocess.run(["scontrol", "requeue", str(job)], capture_output=True, text=True)
+        if result.returncode == 0:
+            log.warning("%s: requeued SLURM job %s; it stops with SIGTERM and resumes", self.signum.name, job)
+        else:
+            log.error("%s: scontrol requeue %s failed: %s", self.signum.name, job, result.stderr.strip())
