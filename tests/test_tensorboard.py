@@ -267,6 +267,9 @@ def test_a_sweeps_hparams_and_epoch_curves_compare_run_against_run(sweep_dir, te
     experiment, groups = server.wait_for(lambda: loaded(hparams_table(server)))
     columns = {info["name"] for info in experiment["hparamInfos"]}
     assert {"lr", "batch_size", "optimizer", "K", "epochs", "seed"} <= columns
+    # the two the sweep varies lead (TensorBoard shows differing columns first, the rest by name, the first few)
+    assert [info["name"] for info in experiment["hparamInfos"][:2]] == ["batch_size", "lr"]
+    assert [info["name"] for info in experiment["hparamInfos"] if info.get("differs")] == ["batch_size", "lr"]
     assert len(columns) < 30, sorted(columns)
     assert not [name for name in columns if "_target_" in name or "dir" in name or "root" in name]
     rows = groups  # one run a group: no two runs share all hparams

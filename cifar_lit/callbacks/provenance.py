@@ -36,7 +36,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lit.reporting.hparams import comparable_hparams, hparams_summary
+from cifar_lit.reporting.hparams import comparable_hparams, hparams_summary, swept_columns
 
 RUN_FILE = "run.json"
 
@@ -245,7 +245,7 @@ class RunProvenance(Callback):
         if not metrics or not loggers:
             return
         extra = {EPOCHS_RUN: trainer.current_epoch, WALL_TIME: self.record["wall_time_s"]}
-        summaries = hparams_summary(self.hparams(), [*metrics, *self._final_eval, *extra])
+        summaries = hparams_summary(self.hparams(), [*metrics, *self._final_eval, *extra], swept_columns())
         for logger in loggers:
             writer = logger.experiment
             for tag, value in extra.items():

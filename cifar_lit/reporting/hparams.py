@@ -7,9 +7,12 @@ names; no ``_target_``, paths or callback internals (the whole config stays in `
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
 from omegaconf import Container, DictConfig, OmegaConf
 
 # name in HPARAMS -> config key, for what a person compares between runs (model, optimizer, scheduler: see hparams)
@@ -87,8 +90,33 @@ def comparable_hparams(cfg: DictConfig) -> dict[str, bool | int | float | str]:
     return {name: hparam_value(value) for name, value in params.items()}
 
 
-def hparams_summary(params: dict[str, Any], metrics: list[str]) -> tuple:
-    """The three summaries of TensorBoard's hparams plugin (experiment, session start, session end)."""
+def swept_columns() -> set[str]:
+    """The HPARAMS columns a multirun varies: its command-line sweeps (``optimizer.lr=0.01,0.1``, ranges, choices)
+    and an Optuna search space, read from the sweep's ``multirun.yaml`` (each job sees only its own values). Empty
+    outside a multirun."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return set()
+    try:
+        sweep = OmegaConf.load(Path(HydraConfig.get().sweep.dir) / "multirun.yaml").hydra
+    except OSError:
+        return set()
+    overrides = OverridesParser.create().parse_overrides([str(o) for o in sweep.overrides.task])
+    keys = {o.key_or_group for o in overrides if o.is_sweep_override()} | set(sweep.sweeper.get("params") or {})
+    column = {key: name for name, key in CURATED.items()}
+    return {column.get(key, key) for key in keys}
+
+
+def hparams_summary(params: dict[str, Any], metrics: list[str], varied: set[str] = frozenset()) -> tuple:
+    """The three summaries of TensorBoard's hparams plugin (experiment, session start, session end); the columns in
+    ``varied`` are marked as differing between runs, which TensorBoard shows first (it would sort them by name
+    and show the first few)."""
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
     from torch.utils.tensorboard.summary import hparams
 
-    return hparams(params, dict.fromkeys(metrics, 0.0))
+    experiment, start, end = hparams(params, dict.fromkeys(metrics, 0.0))
+    metadata = experiment.value[0].metadata.plugin_data
+    content = HParamsPluginData.FromString(metadata.content)
+    for info in content.experiment.hparam_infos:
+        info.differs = info.name in varied
+    metadata.content = content.SerializeToString()
+    return experiment, start, end
