@@ -20,12 +20,14 @@ from cifar_lit.hydra_ext.runner import run_cli
 from cifar_lit.reporting.confusion import per_class_accuracy, write_confusion
 from cifar_lit.reporting.console import print_metrics
 from cifar_lit.training.checkpoint import load_module
+from cifar_lit.training.process import seed_run
 from cifar_lit.training.tta import check_tta
 
 log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
+    cfg.seed = seed_run(cfg.get("seed"))  # seed=null: a drawn seed, for ${seed} (data.seed), as in training
     module = load_module(cfg.ckpt_path)
     if cfg.get("tta") is not None:  # else the checkpoint's own setting
         module.tta = check_tta(cfg.tta)

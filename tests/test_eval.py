@@ -23,6 +23,7 @@ def test_eval_writes_confusion_matrix_and_per_class_accuracy(tiny_checkpoint, sy
         "eval",
         f"ckpt_path={tiny_checkpoint}",
         f"hydra.run.dir={tmp_path}",
+        "seed=null",  # allowed as in training: evaluation draws nothing from it, but must not trip over it
         *synthetic_overrides(synthetic_root, tmp_path / "cache"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
