@@ -125,13 +125,18 @@ class TensorBoardExtras(L.Callback):
         if self._hooks:
             self._collect(trainer, batch, dataloader_idx == 0)
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _finish(self) -> torch.Tensor | None:
+        """Unhook the network and return the split's confusion matrix (None when nothing was collected). A
+        collective under DDP: every rank gets here."""
         if not self._hooks:
-            return
+            return None
         self._detach()
-        matrix = self._confusion.compute().cpu()  # a collective under DDP: every rank gets here
+        return self._confusion.compute().cpu()
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        matrix = self._finish()
         writer = _tensorboard(trainer)
-        if writer is None or not trainer.is_global_zero:
+        if matrix is None or writer is None or not trainer.is_global_zero:
             return
         split = getattr(pl_module, "eval_splits", ["val"])[0]  # "test" when data.val_size=0
         epoch = trainer.current_epoch
@@ -162,12 +167,9 @@ class TensorBoardExtras(L.Callback):
             self._collect(trainer, batch, dataloader_idx == 0)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._hooks:
-            return
-        self._detach()
-        matrix = self._confusion.compute().cpu()
+        matrix = self._finish()
         writer = _tensorboard(trainer)
-        if writer is not None and trainer.is_global_zero:
+        if matrix is not None and writer is not None and trainer.is_global_zero:
             self._write_figures(writer, trainer, "test", trainer.current_epoch, matrix, self._wrong)
 
     # -------------------------------------------------------------------------------------------- figures
