@@ -5,6 +5,7 @@ Entry points end a run that raises one of ``USER_ERRORS`` with its message and e
 """
 
 FAILURE_FILE = "FAILED.txt"  # in a multirun job dir: the error that ended the job
+PRUNED_FILE = "PRUNED.txt"  # in an Optuna search's job dir: the epoch its trial was pruned at (not a failure)
 
 
 class ConfigError(ValueError):

@@ -140,7 +140,7 @@ def run_without(blocked: list[str], module: str, *args: str, tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("override", "blocked", "extra"),
     [
-        ("hparams_search=optuna", ["optuna", "hydra_plugins.hydra_optuna_sweeper"], "sweeps"),
+        ("hparams_search=optuna", ["optuna"], "sweeps"),
         ("hydra/launcher=joblib", ["joblib", "hydra_plugins.hydra_joblib_launcher"], "joblib"),
         ("hydra/launcher=slurm", ["submitit", "hydra_plugins.hydra_submitit_launcher"], "slurm"),
     ],

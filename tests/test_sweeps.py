@@ -29,37 +29,63 @@ def test_slurm_launcher_takes_its_tasks_and_nodes_from_the_trainer():
     assert launcher["timeout_min"] >= 60 and launcher["submitit_folder"].startswith(slurm.hydra.sweep.dir)
 
 
+def load_study(sweep: Path):  # noqa: ANN201  (an optuna.Study: optuna is the sweeps extra's)
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(sweep / "optuna.journal")))
+    return optuna.load_study(study_name="cifar_lit_block_net", storage=storage)
+
+
 @pytest.mark.slow
-def test_optuna_sweep_records_each_trial_and_survives_a_failed_one(synthetic_root, tmp_path):
-    import optuna  # the sweeper's own dependency
+def test_optuna_sweep_prunes_a_trial_that_does_not_learn(synthetic_root, tmp_path):
+    """lr=1e-7 leaves the network at chance: the pruner stops it after its second epoch (PRUNED in the study,
+    "pruned" in the summary, its checkpoints kept, no failure: exit status 0); lr=0.01 runs its 3 epochs and
+    completes with its val/acc_best."""
+    from optuna.trial import TrialState
 
     sweep = tmp_path / "sweep"
     overrides = [
         "hparams_search=optuna",
-        "hydra.sweeper.n_trials=3",
-        "optimizer.lr=choice(0.01,-1)",  # -1 fails the job: a FAIL trial, and the search goes on
+        "hydra.sweeper.n_trials=2",
+        "optimizer.lr=choice(0.01,1e-7)",
+        "hydra/sweeper/optuna_sampler=grid",  # each lr once
+        # prunes, from the second epoch on, a trial whose val/acc is below 0.3 (chance: 0.1; lr=0.01 has 0.6 after one)
+        "hydra/sweeper/optuna_pruner=none",
+        "hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,lower:0.3,n_warmup_steps:1}",
+        "trainer.max_epochs=3",
         "data.batch_size=64",  # fixed on the command line: no longer searched
         "model.classifier.dropout=0",
+        "model.num_branches=1",
         f"hydra.sweep.dir={sweep}",
-        *quick_overrides(synthetic_root, tmp_path / "cache"),
+        "test=false",
+        f"model.blocks={SMALL_BLOCKS}",
+        *synthetic_overrides(synthetic_root, tmp_path / "cache"),
     ]
     result = run_cli("train", *overrides)
-    assert result.returncode == 1, result.stderr[-3000:]  # the search went on, and its exit status says a job failed
-    assert "jobs failed" in result.stderr
-    study = optuna.load_study(study_name="cifar_lit_block_net", storage=f"sqlite:///{sweep}/optuna.db")
-    trials = sorted(study.trials, key=lambda t: t.number)
-    assert len(trials) == 3
-    states = {t.state for t in trials}
-    assert states == {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL}  # both, with this seed
-    for trial in trials:  # trial n is job n
-        job = sweep / str(trial.number)
-        if trial.params["optimizer.lr"] == -1:
-            assert trial.state == optuna.trial.TrialState.FAIL and (job / "FAILED.txt").is_file()
-        else:
-            assert trial.state == optuna.trial.TrialState.COMPLETE
-            assert trial.value == pytest.approx(max(scalars(job)["val/acc"]))  # the job's val/acc_best
-    assert OmegaConf.load(sweep / "optimization_results.yaml").best_value == pytest.approx(study.best_value)
-    assert len(read_csv(sweep / "summary.csv")) == 3
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = {t.params["optimizer.lr"]: t for t in load_study(sweep).trials}
+    assert {lr: t.state for lr, t in trials.items()} == {0.01: TrialState.COMPLETE, 1e-7: TrialState.PRUNED}
+    rows = {row["job"]: row for row in read_csv(sweep / "summary.csv")}
+    good, pruned = sweep / str(trials[0.01].number), sweep / str(trials[1e-7].number)  # trial n is job n
+    assert trials[0.01].value == pytest.approx(max(scalars(good)["val/acc"]))  # the job's val/acc_best
+    assert (rows[good.name]["status"], rows[good.name]["epochs"]) == ("ok", "3")
+    assert (pruned / "PRUNED.txt").read_text().startswith("pruned after 2 epochs")
+    assert (rows[pruned.name]["status"], rows[pruned.name]["epochs"]) == ("pruned", "2")
+    assert len(scalars(pruned)["val/acc"]) == 2 and (pruned / "checkpoints" / "last.ckpt").is_file()
+    assert OmegaConf.load(sweep / "optimization_results.yaml").best_value == pytest.approx(trials[0.01].value)
+
+
+@pytest.mark.slow
+def test_optuna_sweep_whose_trials_all_fail_says_so_in_one_line(synthetic_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    overrides = ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "optimizer.lr=-1", f"hydra.sweep.dir={sweep}"]
+    result = run_cli("train", *overrides, *quick_overrides(synthetic_root, tmp_path / "cache"))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == "2 of 2 jobs failed (jobs 0, 1): see their FAILED.txt"
+    assert "Traceback" not in result.stderr
+    assert {t.state.name for t in load_study(sweep).trials} == {"FAIL"}
 
 
 @pytest.mark.slow

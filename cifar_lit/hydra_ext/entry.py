@@ -21,12 +21,12 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # editable install of it, keeps them beside the package in conf/, the folder users edit.
 CONFIG_DIR = PACKAGE_DIR / "conf" if (PACKAGE_DIR / "conf").is_dir() else PACKAGE_DIR.parent / "conf"
 
-_SWEEPS = (("hydra_plugins.hydra_optuna_sweeper", "optuna"), "sweeps")
+_SWEEPS = (("optuna",), "sweeps")
 _SLURM = (("hydra_plugins.hydra_submitit_launcher", "submitit"), "slurm")
 # (config group, option) -> (the modules the option imports, the extra of pyproject.toml that installs them)
 PLUGIN_EXTRAS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
     ("hparams_search", "optuna"): _SWEEPS,
-    ("hydra/sweeper", "optuna"): _SWEEPS,
+    ("hydra/sweeper", "cifar_lit_optuna"): _SWEEPS,
     ("hydra/launcher", "joblib"): (("hydra_plugins.hydra_joblib_launcher", "joblib"), "joblib"),
     ("hydra/launcher", "slurm"): _SLURM,
     ("hydra/launcher", "submitit_slurm"): _SLURM,

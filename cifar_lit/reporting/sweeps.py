@@ -9,12 +9,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cifar_lit.errors import FAILURE_FILE
+from cifar_lit.errors import FAILURE_FILE, PRUNED_FILE
 from cifar_lit.reporting.events import ReportError, per_epoch_table, read_scalars
 from cifar_lit.reporting.plots import plot_jobs
 from cifar_lit.reporting.run_config import read_overrides, read_tags
 from cifar_lit.reporting.seeds import group_by_seed, write_seed_summary
 from cifar_lit.reporting.tables import markdown_table, write_csv
+
+# the Optuna sweeper's way to a job's trial (study, storage, trial number): the same search in every job, no column
+SWEEPER_OVERRIDES = "+callbacks.optuna_pruning."
 
 
 @dataclass
@@ -31,10 +34,13 @@ class JobSummary:
     wall_time_s: float | None = None
     val_acc: dict[int, float] = field(default_factory=dict)
     error: str | None = None
+    pruned: str | None = None  # why an Optuna search's pruner stopped the job early (its PRUNED.txt), else None
 
     @property
     def status(self) -> str:
-        return "failed" if self.error and self.error.startswith("failed") else "no events" if self.error else "ok"
+        if self.error:
+            return "failed" if self.error.startswith("failed") else "no events"
+        return "pruned" if self.pruned else "ok"
 
 
 def is_multirun_dir(path: Path) -> bool:
@@ -50,7 +56,10 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 def summarize_job(job_dir: Path) -> JobSummary:
     """Best val accuracy, final test accuracy, epochs and wall time of a job (``error`` when unreadable)."""
-    summary = JobSummary(job_dir.name, read_overrides(job_dir), read_tags(job_dir))
+    overrides = [o for o in read_overrides(job_dir) if not o.startswith(SWEEPER_OVERRIDES)]
+    summary = JobSummary(job_dir.name, overrides, read_tags(job_dir))
+    if (job_dir / PRUNED_FILE).is_file():  # written by cifar_lit.callbacks.optuna_pruning: stopped early, not failed
+        summary.pruned = (job_dir / PRUNED_FILE).read_text().strip()
     failure = job_dir / FAILURE_FILE
     if failure.is_file():  # written by cifar_lit.cli when the job raised: the job failed, whatever it logged
         summary.error = "failed: " + failure.read_text().strip()
@@ -117,9 +126,9 @@ def write_summary(sweep_dir: Path, out_dir: Path) -> list[Path]:
         md += "Overrides of every job: `" + " ".join(shared) + "`\n\n"
     md_records = [[*rec[:-2], None if rec[-2] is None else f"{rec[-2]:.1f}", rec[-1]] for rec in records]
     md += markdown_table(header, md_records, left=3)
-    failed = [job for job in jobs if job.error]
-    if failed:
-        md += "\n" + "".join(f"- job {job.job}: {job.error}\n" for job in failed)
+    noted = [job for job in jobs if job.error or job.pruned]
+    if noted:
+        md += "\n" + "".join(f"- job {job.job}: {job.error or job.pruned}\n" for job in noted)
     md += "\ntest acc: the final test of each job's best checkpoint.\n"
     paths = [out_dir / "summary.md", out_dir / "summary.csv", out_dir / "val_acc.png"]
     paths[0].write_text(md)

@@ -1,0 +1,64 @@
+"""Reports a sweep job's monitored metric to its Optuna trial every validation epoch and stops the job when the
+study's pruner says the trial is not worth finishing. Added to a job by the Optuna sweeper
+(cifar_lit.hydra_ext.optuna_sweeper), which passes the study name, storage and trial number: the job reaches its
+trial through the storage, so it may run in another process or on another machine than the sweeper.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+
+from cifar_lit.errors import PRUNED_FILE
+
+log = logging.getLogger(__name__)
+
+
+class OptunaPruning(L.Callback):
+    """After each validation (its epoch metrics computed): ``trial.report(<monitor>, epoch)``. When
+    ``should_prune()`` (by ``pruner``, the sweeper's: the storage does not keep it), training stops cleanly after
+    that epoch (checkpoints and logs kept, the final test still run) and the job dir gets ``PRUNED.txt`` with the
+    epochs run, which the sweeper reads to tell the study the trial was PRUNED."""
+
+    def __init__(
+        self, study_name: str, storage: str, trial_number: int, pruner: Any = None, monitor: str = "val/acc"
+    ) -> None:
+        self.study_name, self.storage, self.trial_number, self.monitor = study_name, storage, trial_number, monitor
+        self.pruner = pruner  # an optuna.pruners.BasePruner (None: Optuna's default, the median pruner)
+        self._trial = None
+
+    def trial(self):  # noqa: ANN201  (an optuna.Trial; optuna is imported only by jobs of an Optuna search)
+        if self._trial is None:
+            import optuna
+
+            from cifar_lit.hydra_ext.optuna_sweeper import open_storage
+
+            study = optuna.load_study(
+                study_name=self.study_name, storage=open_storage(self.storage), pruner=self.pruner
+            )
+            trial_id = next(t._trial_id for t in study.get_trials(deepcopy=False) if t.number == self.trial_number)
+            self._trial = optuna.Trial(study, trial_id)
+        return self._trial
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        prune = False
+        if trainer.is_global_zero and value is not None:  # one report a epoch, whatever the number of ranks
+            trial = self.trial()
+            trial.report(float(value), trainer.current_epoch)
+            prune = trial.should_prune()
+        if trainer.world_size > 1:  # every rank stops at the same epoch, or DDP hangs
+            prune = trainer.strategy.broadcast(prune, src=0)
+        if prune:
+            trainer.should_stop = True
+        if prune and trainer.is_global_zero:
+            epochs = trainer.current_epoch + 1
+            log.info("Optuna trial %d pruned after %d epochs (%s=%.4f)", self.trial_number, epochs, self.monitor, value)
+            job_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
+            (job_dir / PRUNED_FILE).write_text(f"pruned after {epochs} epochs: {self.monitor}={float(value):.4f}\n")

@@ -1,0 +1,207 @@
+"""The Optuna (>= 4) search behind ``hparams_search=optuna``: ask a batch of trials, launch them as Hydra jobs
+(each its own run folder, through whatever launcher is configured), tell the study how each ended.
+
+A job reaches its trial through the storage, not through this process: the sweeper adds the ``optuna_pruning``
+callback (cifar_lit.callbacks.optuna_pruning) to each job's overrides with the study name, storage and trial number,
+so a job on a joblib worker or a SLURM node reports its epochs and is pruned all the same. A pruned job leaves
+PRUNED.txt in its folder; the sweeper then tells the trial PRUNED, a job that returned its metric COMPLETE, and one
+that returned nothing (FAILED.txt) FAIL.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep, Override, Transformer
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from cifar_lit.errors import PRUNED_FILE
+
+log = logging.getLogger(__name__)
+
+PRUNING_CALLBACK = "+callbacks.optuna_pruning"
+
+
+def distribution(override: Override) -> BaseDistribution:
+    """The Optuna distribution of a sweep override: ``choice(...)`` and ``range(...)`` (Hydra's: stop excluded) are
+    categorical over their values; ``interval(a, b)`` uniform, ``tag(log, interval(a, b))`` log-uniform (int when
+    both ends are)."""
+    value = override.value()
+    if isinstance(value, IntervalSweep):
+        log_scale = "log" in value.tags
+        if isinstance(value.start, int) and isinstance(value.end, int):
+            return IntDistribution(value.start, value.end, log=log_scale)
+        return FloatDistribution(float(value.start), float(value.end), log=log_scale)
+    if override.is_choice_sweep() or override.is_range_sweep():
+        return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
+    raise ValueError(f"{override.input_line}: the Optuna sweeper takes choice, range and interval sweeps")
+
+
+def search_space(params: dict[str, str], arguments: list[str]) -> tuple[dict[str, BaseDistribution], list[str]]:
+    """The distributions of ``hydra.sweeper.params`` and of the command line's sweeps, and the command line's other
+    overrides, passed to every job as they are (a fixed value takes its key out of the search space)."""
+    parser = OverridesParser.create()
+    space = {key: distribution(parser.parse_override(f"{key}={value}")) for key, value in params.items()}
+    fixed = []
+    for override in parser.parse_overrides(arguments):
+        if override.is_sweep_override():
+            space[override.get_key_element()] = distribution(override)
+        else:
+            space.pop(override.get_key_element(), None)
+            fixed.append(override.input_line)
+    return space, fixed
+
+
+def open_storage(storage: str) -> Any:
+    """An RDB URL (``sqlite:///...``, ``postgresql://...``) as it is; a file path: a JournalStorage in that file
+    (no database server or SQLAlchemy needed; safe for jobs in several processes writing at once)."""
+    if "://" in storage:
+        return storage
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    Path(storage).parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(storage))
+
+
+def quoted(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def override_value(value: Any) -> str:
+    """``value`` (a scalar, or a flat dict such as a pruner's config) in Hydra's override syntax."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{key}:{override_value(item)}" for key, item in value.items()) + "}"
+    if value is None:
+        return "null"
+    return quoted(value) if isinstance(value, str) else str(value)
+
+
+class OptunaSearch:
+    """The search: ``n_trials`` trials, ``n_jobs`` at a time, in a study that resumes from its storage."""
+
+    def __init__(
+        self,
+        direction: str,
+        study_name: str,
+        storage: str,
+        n_trials: int,
+        n_jobs: int,
+        sampler: Any,
+        pruner: Any,
+        params: dict[str, str],
+    ) -> None:
+        self.direction, self.study_name, self.storage = direction, study_name, storage
+        self.n_trials, self.n_jobs = n_trials, n_jobs
+        self.sampler_cfg, self.pruner_cfg = sampler, pruner
+        self.params = dict(params or {})
+        self.launcher: Launcher | None = None
+        self.config: DictConfig | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def pruner_config(self) -> dict[str, Any]:
+        if not self.pruner_cfg:
+            return {"_target_": "optuna.pruners.NopPruner"}
+        return OmegaConf.to_container(OmegaConf.create(self.pruner_cfg), resolve=True)
+
+    def create_study(self, space: dict[str, BaseDistribution]) -> optuna.Study:
+        sampler_cfg = OmegaConf.to_container(OmegaConf.create(self.sampler_cfg or {}), resolve=True)
+        extra = {}
+        if str(sampler_cfg.get("_target_", "")).endswith("GridSampler"):  # the grid: every categorical's values
+            grid = {name: dist.choices for name, dist in space.items() if isinstance(dist, CategoricalDistribution)}
+            if len(grid) != len(space):
+                raise ValueError("the grid sampler takes choice and range sweeps only, not interval")
+            extra["search_space"] = grid
+        sampler = instantiate(sampler_cfg, **extra) if sampler_cfg else None
+        pruner = instantiate(self.pruner_config())
+        return optuna.create_study(
+            study_name=self.study_name,
+            storage=open_storage(self.storage),
+            sampler=sampler,
+            pruner=pruner,
+            direction=self.direction,
+            load_if_exists=True,
+        )
+
+    def trial_overrides(self, trial: optuna.Trial, fixed: list[str]) -> list[str]:
+        """A job's overrides: the trial's parameters, the fixed ones, and the callback that reports to the trial."""
+        params = [f"{name}={value}" for name, value in trial.params.items()]
+        callback = [
+            f"{PRUNING_CALLBACK}._target_=cifar_lit.callbacks.optuna_pruning.OptunaPruning",
+            f"{PRUNING_CALLBACK}.study_name={quoted(self.study_name)}",
+            f"{PRUNING_CALLBACK}.storage={quoted(self.storage)}",
+            f"{PRUNING_CALLBACK}.trial_number={trial.number}",
+            # the pruner too: Optuna's storage keeps the trials' reports, not the study's pruner
+            f"{PRUNING_CALLBACK}.pruner={override_value(self.pruner_config())}",
+            f"{PRUNING_CALLBACK}.monitor=" + "${monitor}",
+        ]
+        return [*params, *fixed, *callback]
+
+    def sweep(self, arguments: list[str]) -> list[JobReturn]:
+        assert self.launcher is not None and self.config is not None
+        space, fixed = search_space(self.params, arguments)
+        study = self.create_study(space)
+        n_trials = self.n_trials
+        if isinstance(study.sampler, optuna.samplers.GridSampler):
+            n_trials = min(n_trials, math.prod(len(d.choices) for d in space.values()))
+        log.info("Optuna study %s (%s): %d trials over %s", self.study_name, self.storage, n_trials, list(space))
+        returns: list[JobReturn] = []
+        while len(returns) < n_trials:
+            trials = [study.ask(space) for _ in range(min(self.n_jobs, n_trials - len(returns)))]
+            batch = [self.trial_overrides(trial, fixed) for trial in trials]
+            job_returns = self.launcher.launch(batch, initial_job_idx=len(returns))
+            for trial, job_return in zip(trials, job_returns, strict=True):
+                self.tell(study, trial, job_return)
+            returns.extend(job_returns)
+        self.write_results(study)
+        return returns
+
+    @staticmethod
+    def tell(study: optuna.Study, trial: optuna.Trial, job_return: JobReturn) -> None:
+        job_dir = Path(job_return.hydra_cfg.hydra.runtime.output_dir) if job_return.hydra_cfg else None
+        value = job_return._return_value if job_return.status == JobStatus.COMPLETED else None
+        if job_dir is not None and (job_dir / PRUNED_FILE).is_file():
+            outcome: dict[str, Any] = {"state": TrialState.PRUNED}
+        elif isinstance(value, (int, float)) and math.isfinite(value):
+            outcome = {"values": float(value)}
+        else:
+            outcome = {"state": TrialState.FAIL}
+        try:
+            study.tell(trial, **outcome)
+        except RuntimeError:
+            # the grid sampler calls study.stop() once its grid is done, which only study.optimize allows; the trial
+            # is stored all the same (Optuna stores it in a finally), and n_trials is capped at the grid size
+            if not isinstance(study.sampler, optuna.samplers.GridSampler):
+                raise
+
+    def write_results(self, study: optuna.Study) -> None:
+        """``optimization_results.yaml`` (best parameters and value) in the sweep dir; none when no trial completed
+        (the sweep summary then reports the failed jobs)."""
+        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not completed:
+            log.error("no trial of study %s completed", self.study_name)
+            return
+        best = study.best_trial
+        results = {"name": "optuna", "best_params": best.params, "best_value": best.value}
+        path = Path(self.config.hydra.sweep.dir) / "optimization_results.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(results), path)
+        log.info("best value %s with %s: %s", best.value, best.params, path)
