@@ -18,7 +18,7 @@ import pytest
 from cifar_lit.hydra_ext.entry import missing_extra
 from tests.conftest import ROOT, TINY_BLOCKS, synthetic_overrides
 
-SOURCES = ("pyproject.toml", "README.md", "cifar_lit", "conf")  # what an sdist of the project holds
+SOURCES = ("pyproject.toml", "README.md", "cifar_lit", "conf", "hydra_plugins")  # what an sdist of the project holds
 
 
 def run(cmd: list[str | Path], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -106,6 +106,12 @@ def test_the_installed_wheel_has_every_module_and_takes_a_users_config_dir(insta
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "lr: 0.0321" in result.stdout
+
+    # the Optuna sweeper is a Hydra plugin in the wheel (hydra_plugins/), found by Hydra's plugin scan
+    sweeper = run([installed, "-m", "cifar_lit.train", "hparams_search=optuna", "--cfg", "hydra"], tmp_path)
+    assert sweeper.returncode == 0, sweeper.stderr[-3000:]
+    assert "_target_: hydra_plugins.cifar_lit_optuna_sweeper.CifarLitOptunaSweeper" in sweeper.stdout
+    assert (installed_package.parent / "hydra_plugins" / "cifar_lit_optuna_sweeper" / "__init__.py").is_file()
 
 
 # sitecustomize for a child process: the modules named in $BLOCK_MODULES (and their submodules) are not found on

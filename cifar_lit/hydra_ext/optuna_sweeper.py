@@ -66,6 +66,8 @@ def search_space(params: dict[str, str], arguments: list[str]) -> tuple[dict[str
 def open_storage(storage: str) -> Any:
     """An RDB URL (``sqlite:///...``, ``postgresql://...``) as it is; a file path: a JournalStorage in that file
     (no database server or SQLAlchemy needed; safe for jobs in several processes writing at once)."""
+    if storage.startswith("sqlite:///"):  # SQLite creates the file, not the folder it goes in
+        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     if "://" in storage:
         return storage
     from optuna.storages import JournalStorage

@@ -1,6 +1,5 @@
-"""Hydra callbacks for multiruns: a summary of every sweep when it ends (one row a job, best first, failures
-included), and the sweep folder made before a sweeper opens files in it.
-"""
+"""Hydra callback for multiruns: a summary of every sweep when it ends (one row a job, best first, failures
+included)."""
 
 from __future__ import annotations
 
@@ -40,11 +39,3 @@ class SweepSummary(Callback):
         failed = [job.name for job in jobs if (job / FAILURE_FILE).is_file()]
         if failed:
             sys.exit(f"{len(failed)} of {len(jobs)} jobs failed (jobs {', '.join(failed)}): see their {FAILURE_FILE}")
-
-
-class MakeSweepDir(Callback):
-    """Creates the sweep dir when the multirun starts. Hydra's launcher makes it only when it launches the first
-    job, but the Optuna sweeper opens its SQLite storage (``<sweep dir>/optuna.db``) before that."""
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
