@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import SMALL_BLOCKS, compose_train, read_csv, run_cli, scalars, synthetic_overrides
+from tests.conftest import SMALL_BLOCKS, TINY_BLOCKS, compose_train, read_csv, run_cli, scalars, synthetic_overrides
 
 
 def quick_overrides(synthetic_root: Path, cache: Path) -> list[str]:
@@ -75,6 +75,40 @@ def test_optuna_sweep_prunes_a_trial_that_does_not_learn(synthetic_root, tmp_pat
     assert (rows[pruned.name]["status"], rows[pruned.name]["epochs"]) == ("pruned", "2")
     assert len(scalars(pruned)["val/acc"]) == 2 and (pruned / "checkpoints" / "last.ckpt").is_file()
     assert OmegaConf.load(sweep / "optimization_results.yaml").best_value == pytest.approx(trials[0.01].value)
+
+
+@pytest.mark.slow
+def test_optuna_trials_on_joblib_workers_are_pruned_through_the_storage_and_a_search_resumes(synthetic_root, tmp_path):
+    """Two trials at once in joblib's worker processes reach their trials through the journal file (a pruner that
+    prunes everything stops both after one epoch); a second search on that storage adds its trials to the study,
+    with parameters of its own (the seeded sampler does not replay the first search's draws)."""
+    from optuna.trial import TrialState
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = [
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "trainer.max_epochs=2",
+        "hydra/sweeper/optuna_pruner=none",
+        f"model.blocks={TINY_BLOCKS}",
+        "test=false",
+        *synthetic_overrides(synthetic_root, tmp_path / "cache"),
+    ]
+    parallel = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2", "threads=1"]
+    prune_all = "hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,lower:1.01}"
+    result = run_cli("train", *common, *parallel, prune_all, f"hydra.sweep.dir={first}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in result.stderr + result.stdout
+    assert [t.state for t in load_study(first).trials] == [TrialState.PRUNED] * 2
+    assert [row["status"] for row in read_csv(first / "summary.csv")] == ["pruned"] * 2
+
+    storage = f"hydra.sweeper.storage={first / 'optuna.journal'}"
+    result = run_cli("train", *common, storage, f"hydra.sweep.dir={second}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = sorted(load_study(first).trials, key=lambda t: t.number)
+    assert [t.state for t in trials] == [TrialState.PRUNED] * 2 + [TrialState.COMPLETE] * 2
+    assert not {str(t.params) for t in trials[:2]} & {str(t.params) for t in trials[2:]}
+    assert not (second / "optuna.journal").exists()
 
 
 @pytest.mark.slow

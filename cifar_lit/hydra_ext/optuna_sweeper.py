@@ -77,6 +77,14 @@ def open_storage(storage: str) -> Any:
     return JournalStorage(JournalFileBackend(storage))
 
 
+def previous_trials(study_name: str, storage: Any) -> int:
+    """How many trials the study already has in the storage (0: a new study)."""
+    try:
+        return len(optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False))
+    except KeyError:
+        return 0
+
+
 def quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -132,11 +140,15 @@ class OptunaSearch:
             if len(grid) != len(space):
                 raise ValueError("the grid sampler takes choice and range sweeps only, not interval")
             extra["search_space"] = grid
+        storage = open_storage(self.storage)
+        earlier = previous_trials(self.study_name, storage)
+        if earlier and sampler_cfg.get("seed") is not None:  # a resumed search: not the first search's draws again
+            sampler_cfg["seed"] += earlier
         sampler = instantiate(sampler_cfg, **extra) if sampler_cfg else None
         pruner = instantiate(self.pruner_config())
         return optuna.create_study(
             study_name=self.study_name,
-            storage=open_storage(self.storage),
+            storage=storage,
             sampler=sampler,
             pruner=pruner,
             direction=self.direction,
