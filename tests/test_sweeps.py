@@ -38,6 +38,33 @@ def load_study(sweep: Path):  # noqa: ANN201  (an optuna.Study: optuna is the sw
     return optuna.load_study(study_name="cifar_lit_block_net", storage=storage)
 
 
+@pytest.mark.parametrize("sampler", ["tpe", "random", "grid", "cmaes"])
+@pytest.mark.parametrize("pruner", ["none", "median", "successive_halving", "hyperband"])
+def test_every_optuna_sampler_and_pruner_option_builds_its_study(sampler, pruner, tmp_path):
+    """Each option's settings are ones its Optuna class takes: the study is created and a trial drawn from the
+    search space (hparams_search=optuna's; choices only for the grid)."""
+    pytest.importorskip("optuna")
+    from cifar_lit.hydra_ext.optuna_sweeper import OptunaSearch, search_space
+
+    overrides = [
+        "hparams_search=optuna",
+        f"hydra/sweeper/optuna_sampler={sampler}",
+        f"hydra/sweeper/optuna_pruner={pruner}",
+    ]
+    cfg = compose_train([*overrides, f"hydra.sweep.dir={tmp_path}"], output_dir=tmp_path)
+    sweeper = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+    for key in ("_target_", "_recursive_"):
+        sweeper.pop(key)
+    search = OptunaSearch(**sweeper)
+    grid_only = ["optimizer.lr=choice(0.01,0.001)", "model.classifier.dropout=0"] if sampler == "grid" else []
+    space, _ = search_space(search.params, grid_only)
+    study = search.create_study(space)
+    assert set(study.ask(space).params) == set(space)
+    assert type(study.sampler).__name__.lower().startswith(sampler)
+    assert type(study.pruner).__name__.lower().startswith(pruner.replace("_", "").replace("none", "nop"))
+    assert (tmp_path / "optuna.journal").is_file()
+
+
 @pytest.mark.slow
 def test_optuna_sweep_prunes_a_trial_that_does_not_learn(synthetic_root, tmp_path):
     """lr=1e-7 leaves the network at chance: the pruner stops it after its second epoch (PRUNED in the study,
