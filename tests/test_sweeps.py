@@ -111,6 +111,8 @@ def test_optuna_trials_on_joblib_workers_are_pruned_through_the_storage_and_a_se
     with parameters of its own (the seeded sampler does not replay the first search's draws)."""
     from optuna.trial import TrialState
 
+    from cifar_lit.callbacks.optuna_pruning import OptunaPruning
+
     first, second = tmp_path / "first", tmp_path / "second"
     common = [
         "hparams_search=optuna",
@@ -136,10 +138,13 @@ def test_optuna_trials_on_joblib_workers_are_pruned_through_the_storage_and_a_se
     assert [t.state for t in trials] == [TrialState.PRUNED] * 2 + [TrialState.COMPLETE] * 2
     assert not {str(t.params) for t in trials[:2]} & {str(t.params) for t in trials[2:]}
     assert not (second / "optuna.journal").exists()
+    # a job rerun after its search (its run.json command) finds its trial finished, and reports nothing to it
+    assert OptunaPruning("cifar_lit_block_net", str(first / "optuna.journal"), trial_number=0).trial() is None
 
 
 @pytest.mark.slow
 def test_optuna_sweep_whose_trials_all_fail_says_so_in_one_line(synthetic_root, tmp_path):
+    """Every trial fails (lr=-1): one line and exit status 1, not the traceback of an empty study's best trial."""
     sweep = tmp_path / "sweep"
     overrides = ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "optimizer.lr=-1", f"hydra.sweep.dir={sweep}"]
     result = run_cli("train", *overrides, *quick_overrides(synthetic_root, tmp_path / "cache"))
@@ -147,6 +152,17 @@ def test_optuna_sweep_whose_trials_all_fail_says_so_in_one_line(synthetic_root, 
     assert result.stderr.strip().splitlines()[-1] == "2 of 2 jobs failed (jobs 0, 1): see their FAILED.txt"
     assert "Traceback" not in result.stderr
     assert {t.state.name for t in load_study(sweep).trials} == {"FAIL"}
+
+
+def test_a_search_space_the_sampler_cannot_take_is_one_line(tmp_path):
+    result = run_cli(
+        "train", "hparams_search=optuna", "hydra/sweeper/optuna_sampler=grid", f"hydra.sweep.dir={tmp_path}"
+    )
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == "error: the grid sampler takes choice and range sweeps only, not interval"
+    )
 
 
 @pytest.mark.slow

@@ -31,7 +31,9 @@ class OptunaPruning(L.Callback):
         self.pruner = pruner  # an optuna.pruners.BasePruner (None: Optuna's default, the median pruner)
         self._trial = None
 
-    def trial(self):  # noqa: ANN201  (an optuna.Trial; optuna is imported only by jobs of an Optuna search)
+    def trial(self):  # noqa: ANN201  (an optuna.Trial, or None; optuna is imported only by jobs of a search)
+        """The job's trial, loaded once; None when it is finished already (a rerun of the job from its run.json
+        command, after its search): the run then trains to its end and reports nothing."""
         if self._trial is None:
             import optuna
 
@@ -40,17 +42,21 @@ class OptunaPruning(L.Callback):
             study = optuna.load_study(
                 study_name=self.study_name, storage=open_storage(self.storage), pruner=self.pruner
             )
-            trial_id = next(t._trial_id for t in study.get_trials(deepcopy=False) if t.number == self.trial_number)
-            self._trial = optuna.Trial(study, trial_id)
-        return self._trial
+            frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == self.trial_number)
+            if frozen.state.is_finished():
+                log.warning("Optuna trial %d is %s: not reporting to it", self.trial_number, frozen.state.name)
+                self._trial = False
+            else:
+                self._trial = optuna.Trial(study, frozen._trial_id)
+        return self._trial or None
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         value = trainer.callback_metrics.get(self.monitor)
         prune = False
-        if trainer.is_global_zero and value is not None:  # one report a epoch, whatever the number of ranks
-            trial = self.trial()
+        # one report an epoch, whatever the number of ranks
+        if trainer.is_global_zero and value is not None and (trial := self.trial()):
             trial.report(float(value), trainer.current_epoch)
             prune = trial.should_prune()
         if trainer.world_size > 1:  # every rank stops at the same epoch, or DDP hangs

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -171,8 +172,11 @@ class OptunaSearch:
 
     def sweep(self, arguments: list[str]) -> list[JobReturn]:
         assert self.launcher is not None and self.config is not None
-        space, fixed = search_space(self.params, arguments)
-        study = self.create_study(space)
+        try:
+            space, fixed = search_space(self.params, arguments)
+            study = self.create_study(space)
+        except ValueError as err:  # a search space the sampler cannot take: one line, as for any bad config value
+            sys.exit(f"error: {err}")
         n_trials = self.n_trials
         if isinstance(study.sampler, optuna.samplers.GridSampler):
             n_trials = min(n_trials, math.prod(len(d.choices) for d in space.values()))
