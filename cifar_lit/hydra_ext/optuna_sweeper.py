@@ -195,7 +195,7 @@ class OptunaSearch:
     @staticmethod
     def tell(study: optuna.Study, trial: optuna.Trial, job_return: JobReturn) -> None:
         job_dir = Path(job_return.hydra_cfg.hydra.runtime.output_dir) if job_return.hydra_cfg else None
-        value = job_return._return_value if job_return.status == JobStatus.COMPLETED else None
+        value = job_return.return_value if job_return.status == JobStatus.COMPLETED else None
         if job_dir is not None and (job_dir / PRUNED_FILE).is_file():
             outcome: dict[str, Any] = {"state": TrialState.PRUNED}
         elif isinstance(value, (int, float)) and math.isfinite(value):
