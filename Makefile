@@ -29,8 +29,8 @@ test: install-dev
 	$(VENV)/bin/python -m pytest $(ARGS)
 
 lint: install-dev
-	$(VENV)/bin/ruff check cifar_lit tests
-	$(VENV)/bin/ruff format --check cifar_lit tests
+	$(VENV)/bin/ruff check cifar_lit hydra_plugins scripts tests
+	$(VENV)/bin/ruff format --check cifar_lit hydra_plugins scripts tests
 
 bench: install
 	$(VENV)/bin/python -m cifar_lit.bench $(ARGS)
