@@ -3,10 +3,13 @@
 - data: ``synthetic_root`` (a small synthetic CIFAR-10 image folder), ``write_image_folder``, ``broken_copy`` and the
   ways of breaking an image folder (``IMAGE_DAMAGE``, ``empty_ship_folder``), ``REAL_DATA`` when present;
 - configs: ``compose_train``, the tiny networks ``TINY_BLOCKS``/``SMALL_BLOCKS``, ``synthetic_overrides``, a fitted
-  ``tiny_checkpoint``, and ``block_param_count``, the block's parameter count written out;
+  ``tiny_checkpoint``, and ``block_param_count``, the block's parameter count written out; ``ddp_overrides`` (two
+  gloo processes) with ``single_process_val_acc`` to check them, ``resume_overrides`` (a run a signal can interrupt
+  mid-epoch) with ``checkpoint_epoch`` and ``per_epoch``;
 - the real command line: ``run_cli("train", *overrides)``, ``run_training(run_dir, *overrides)`` for a run that must
   succeed (``cli_command``/``CLI_ENV`` for a process to signal);
-- what a run leaves: ``scalars``/``scalar_events``/``load_events`` (its TensorBoard events), ``read_csv``/``read_rows``.
+- what a run leaves: ``scalars``/``scalar_events``/``load_events`` (its TensorBoard events), ``hparams_summaries``/
+  ``hparam_value`` (its HPARAMS entry), ``load_optuna_study`` (a search's study), ``read_csv``/``read_rows``.
 """
 
 from __future__ import annotations
@@ -18,16 +21,19 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
+from google.protobuf import struct_pb2
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from cifar_lit.data.source import CLASSES
 
@@ -191,6 +197,83 @@ class Scalar(NamedTuple):
     value: float
 
 
+# ---------------------------------------------------------------- DDP and resumed runs (several test files)
+def ddp_data_overrides(synthetic_root: Path, cache: Path) -> list[str]:
+    # 101 validation images in batches of 25: the ranks get 51 and 50 images, 3 and 2 batches. A padding sampler
+    # would count one image twice and the synced accuracy would not be the single-process one.
+    return [*synthetic_overrides(synthetic_root, cache), "data.val_size=101", "data.eval_batch_size=25"]
+
+
+def ddp_overrides(synthetic_root: Path, cache: Path) -> list[str]:
+    return [
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=2",
+        "trainer.precision=32",  # the single-process check below evaluates in fp32 too
+        "test=false",
+        f"model.blocks={SMALL_BLOCKS}",
+        *ddp_data_overrides(synthetic_root, cache),
+    ]
+
+
+def files_by_folder(root: Path, pattern: str) -> set[Path]:
+    return {p.parent for p in root.rglob(pattern)}
+
+
+def single_process_val_acc(run_dir: Path, synthetic_root: Path, tmp_path: Path, *overrides: str) -> float:
+    """The validation accuracy of the run's last checkpoint (saved at the end of the last epoch) in one process:
+    what the ranks' synced accuracy must equal (1/101 apart would be one image counted twice)."""
+    import lightning as L
+
+    from cifar_lit.hydra_ext.instantiate import instantiate
+    from cifar_lit.training.checkpoint import load_module
+
+    data = ddp_data_overrides(synthetic_root, tmp_path / "cache")
+    cfg = compose_train([f"model.blocks={SMALL_BLOCKS}", *data, *overrides], tmp_path)
+    module = load_module(run_dir / "checkpoints" / "last.ckpt")
+    trainer = L.Trainer(accelerator="cpu", devices=1, precision=32, logger=False, enable_progress_bar=False)
+    return trainer.validate(module, datamodule=instantiate(cfg.data), verbose=False)[0]["val/acc"]
+
+
+RESUME_EPOCHS = 3
+
+
+def resume_overrides(synthetic_root: Path, cache: Path, run_dir: Path, *extra: str) -> list[str]:
+    """A tiny deterministic run of ``RESUME_EPOCHS`` epochs (test_resume, test_slurm): small batches make an epoch
+    ~36 steps, so a signal can land mid-epoch."""
+    return [
+        "experiment=smoke",
+        f"trainer.max_epochs={RESUME_EPOCHS}",
+        "trainer.deterministic=true",
+        "seed=7",
+        f"model.blocks={SMALL_BLOCKS}",
+        "test=false",
+        "~callbacks.progress_bar",
+        f"hydra.run.dir={run_dir}",
+        *synthetic_overrides(synthetic_root, cache),
+        "data.batch_size=8",
+        "data.augment.crop_padding=2",  # augmented: a resume must also reproduce the crops and flips
+        "data.augment.flip=true",
+        *extra,
+    ]
+
+
+def checkpoint_epoch(path: Path) -> int | None:
+    """The epoch a checkpoint was saved in (None while absent; files are replaced atomically)."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)["epoch"]
+    except FileNotFoundError:
+        return None
+
+
+def per_epoch(logged: dict[str, list[Scalar]], tag: str) -> list[float]:
+    """A tag's values, one an epoch (checked: no step logged twice, none out of order)."""
+    steps = [step for step, _ in logged[tag]]
+    assert steps == sorted(set(steps)), f"{tag}: duplicated or out-of-order steps {steps}"
+    return [value for _, value in logged[tag]]
+
+
 def load_events(run_dir: Path) -> EventAccumulator:
     """Every event in ``<run_dir>/tensorboard`` (no sampling: scalars, histograms and images all kept), read by
     TensorBoard's own loader, as TensorBoard shows them (events orphaned by a resume purged)."""
@@ -208,6 +291,32 @@ def scalar_events(run_dir: Path) -> dict[str, list[Scalar]]:
 def scalars(run_dir: Path) -> dict[str, list[float]]:
     """Tag -> the run's logged values, in order: what the report, run.json or a sweep must agree with."""
     return {tag: [value for _, value in logged] for tag, logged in scalar_events(run_dir).items()}
+
+
+def hparams_summaries(run_dir: Path) -> dict[str, list[bytes]]:
+    """Tag -> plugin contents of every hparams-plugin summary value in the run's event files, in file order."""
+    found: dict[str, list[bytes]] = {}
+    for path in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == hparams_metadata.PLUGIN_NAME:
+                    found.setdefault(value.tag, []).append(value.metadata.plugin_data.content)
+    return found
+
+
+def hparam_value(value: struct_pb2.Value) -> Any:
+    """A session's hparam value (number, string or bool) as Python."""
+    return getattr(value, value.WhichOneof("kind"))
+
+
+def load_optuna_study(sweep: Path):  # noqa: ANN201  (an optuna.Study: optuna is the sweeps extra's)
+    """The study of an Optuna search (hparams_search=optuna or pruned_grid) run into ``sweep``."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(sweep / "optuna.journal")))
+    return optuna.load_study(study_name="cifar_lit_block_net", storage=storage)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -3,39 +3,22 @@ synced validation accuracy that is exactly the single-process accuracy of the ch
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
-import lightning as L
 import pytest
 import torch
 
 from cifar_lit.data.datamodule import CIFAR10DataModule
 from cifar_lit.data.loaders import eval_sampler
-from cifar_lit.hydra_ext.instantiate import instantiate
-from cifar_lit.training.checkpoint import load_module
-from tests.conftest import SMALL_BLOCKS, compose_train, read_csv, run_cli, scalars, synthetic_overrides
-
-
-def data_overrides(synthetic_root: Path, cache: Path) -> list[str]:
-    # 101 validation images in batches of 25: the ranks get 51 and 50 images, 3 and 2 batches. A padding sampler
-    # would count one image twice and the synced accuracy would not be the single-process one.
-    return [*synthetic_overrides(synthetic_root, cache), "data.val_size=101", "data.eval_batch_size=25"]
-
-
-def ddp_overrides(synthetic_root: Path, cache: Path) -> list[str]:
-    return [
-        "trainer=ddp_cpu",
-        "trainer.max_epochs=2",
-        "trainer.precision=32",  # the single-process check below evaluates in fp32 too
-        "test=false",
-        f"model.blocks={SMALL_BLOCKS}",
-        *data_overrides(synthetic_root, cache),
-    ]
-
-
-def files_by_folder(root: Path, pattern: str) -> set[Path]:
-    return {p.parent for p in root.rglob(pattern)}
+from tests.conftest import (
+    ddp_overrides,
+    files_by_folder,
+    load_optuna_study,
+    read_csv,
+    run_cli,
+    scalars,
+    single_process_val_acc,
+)
 
 
 def test_eval_shards_cover_the_split_once():
@@ -88,16 +71,6 @@ def test_ddp_cpu_with_the_per_image_dataloader_counts_each_evaluation_image_once
     assert single_process_val_acc(run_dir, synthetic_root, tmp_path, loader) == pytest.approx(logged, abs=1e-6)
 
 
-def single_process_val_acc(run_dir: Path, synthetic_root: Path, tmp_path: Path, *overrides: str) -> float:
-    """The validation accuracy of the run's last checkpoint (saved at the end of the last epoch) in one process:
-    what the ranks' synced accuracy must equal (1/101 apart would be one image counted twice)."""
-    data = data_overrides(synthetic_root, tmp_path / "cache")
-    cfg = compose_train([f"model.blocks={SMALL_BLOCKS}", *data, *overrides], tmp_path)
-    module = load_module(run_dir / "checkpoints" / "last.ckpt")
-    trainer = L.Trainer(accelerator="cpu", devices=1, precision=32, logger=False, enable_progress_bar=False)
-    return trainer.validate(module, datamodule=instantiate(cfg.data), verbose=False)[0]["val/acc"]
-
-
 @pytest.mark.slow
 def test_ddp_cpu_in_a_multirun_runs_each_job_once_in_its_own_dir(synthetic_root, tmp_path):
     sweep, logs = tmp_path / "sweep", tmp_path / "logs"
@@ -113,3 +86,31 @@ def test_ddp_cpu_in_a_multirun_runs_each_job_once_in_its_own_dir(synthetic_root,
         assert len(scalars(sweep / job)["val/acc"]) == 1
     assert sorted((r["job"], r["status"]) for r in read_csv(sweep / "summary.csv")) == [("0", "ok"), ("1", "ok")]
     assert result.stdout.count("| job |") == 1  # one summary: rank 1 ran no sweep of its own
+
+
+@pytest.mark.slow
+def test_an_optuna_trial_pruned_under_ddp_stops_every_rank(synthetic_root, tmp_path):
+    """Rank 0 asks the pruner; every rank must stop after the same epoch, or rank 1 waits for rank 0 in the next
+    epoch's first all-reduce forever. A pruner that prunes every report stops the 3-epoch trial after its first."""
+    from optuna.trial import TrialState
+
+    sweep = tmp_path / "sweep"
+    overrides = [
+        *ddp_overrides(synthetic_root, tmp_path / "cache"),
+        "trainer.max_epochs=3",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=1",
+        "optimizer.lr=choice(0.01)",  # the search space: one value; the other keys fixed
+        "data.batch_size=64",
+        "model.classifier.dropout=0",
+        "model.num_branches=1",
+        "hydra/sweeper/optuna_pruner=none",
+        "hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,lower:1.01}",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    result = run_cli("train", *overrides, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [trial.state for trial in load_optuna_study(sweep).trials] == [TrialState.PRUNED]
+    assert (sweep / "0" / "PRUNED.txt").read_text().startswith("pruned after 1 epoch:")
+    assert (sweep / "0" / "train_ddp_process_1.log").is_file()  # rank 1 ran the trial, and stopped with rank 0
+    assert len(scalars(sweep / "0")["val/acc"]) == 1

@@ -12,14 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from google.protobuf import struct_pb2
 from omegaconf import OmegaConf
-from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from cifar_lit.callbacks import provenance
@@ -27,7 +24,17 @@ from cifar_lit.callbacks.provenance import RUN_FILE
 from cifar_lit.data.cache import cache_file, source_fingerprint
 from cifar_lit.hydra_ext.instantiate import build_module
 from cifar_lit.train import train
-from tests.conftest import CLI_ENV, ROOT, TINY_BLOCKS, compose_train, run_training, scalars, synthetic_overrides
+from tests.conftest import (
+    CLI_ENV,
+    ROOT,
+    TINY_BLOCKS,
+    compose_train,
+    hparam_value,
+    hparams_summaries,
+    run_training,
+    scalars,
+    synthetic_overrides,
+)
 
 # spaces inside an override: the reproduce command must quote it
 BLOCKS = "[{in_channels: 3, out_channels: 16, pool: true}, {in_channels: 16, out_channels: 16, pool: true}]"
@@ -61,22 +68,6 @@ def run_dir(run_overrides, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def record(run_dir) -> dict:
     return json.loads((run_dir / RUN_FILE).read_text())
-
-
-def hparams_summaries(run_dir: Path) -> dict[str, list[bytes]]:
-    """Tag -> plugin contents of every hparams-plugin summary value in the run's event files, in file order."""
-    found: dict[str, list[bytes]] = {}
-    for path in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*")):
-        for event in EventFileLoader(str(path)).Load():
-            for value in event.summary.value:
-                if value.metadata.plugin_data.plugin_name == hparams_metadata.PLUGIN_NAME:
-                    found.setdefault(value.tag, []).append(value.metadata.plugin_data.content)
-    return found
-
-
-def hparam_value(value: struct_pb2.Value) -> Any:
-    """A session's hparam value (number, string or bool) as Python."""
-    return getattr(value, value.WhichOneof("kind"))
 
 
 def git_head() -> str | None:

@@ -10,7 +10,7 @@ import yaml
 from omegaconf import OmegaConf
 from PIL import Image
 
-from cifar_lit.errors import FAILURE_FILE
+from cifar_lit.errors import FAILURE_FILE, PRUNED_FILE
 from cifar_lit.hydra_ext.sweep import SweepSummary
 from cifar_lit.report import main
 from cifar_lit.reporting.events import EVENT_GLOB, per_epoch_table, read_scalars
@@ -324,3 +324,26 @@ def test_no_seed_table_when_no_jobs_differ_only_in_seed(tmp_path):
     write_job(tmp_path, 1, ["optimizer.lr=0.001", "seed=1"], [], [0.6], 0.5)
     main([str(tmp_path)])
     assert (tmp_path / "summary.md").is_file() and not (tmp_path / "summary_by_seed.md").exists()
+
+
+def test_a_two_key_sweep_gets_its_grid_with_pruned_failed_and_missing_cells(tmp_path):
+    """Rows: lr in numeric order; columns: batch size in numeric order; each cell the job's best val accuracy (the
+    best bold), a pruned cell with its epochs, a failed cell as failed, a cell no job ran as not run."""
+    write_job(tmp_path, 0, ["optimizer.lr=0.01", "data.batch_size=128"], [], [0.5, 0.6], 0.55)
+    write_job(tmp_path, 1, ["optimizer.lr=0.001", "data.batch_size=128"], [], [0.4, 0.7], 0.65)
+    write_job(tmp_path, 2, ["data.batch_size=64", "optimizer.lr=0.01"], [], [0.3], 0.3)  # order does not matter
+    (tmp_path / "2" / PRUNED_FILE).write_text("pruned after 1 epoch: val/acc=0.3000\n")
+    (tmp_path / "3" / ".hydra").mkdir(parents=True)
+    (tmp_path / "3" / ".hydra" / "overrides.yaml").write_text(
+        yaml.safe_dump(["optimizer.lr=0.1", "data.batch_size=64"])
+    )
+    (tmp_path / "3" / FAILURE_FILE).write_text("FloatingPointError: diverged\n")
+    write_summary(tmp_path, tmp_path)
+    grid = (tmp_path / "summary.md").read_text().split("Best val acc of each cell")[1]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in grid.splitlines() if line.startswith("|")]
+    assert rows[0] == ["optimizer.lr \\ data.batch_size", "64", "128"]
+    assert rows[2:] == [
+        ["0.001", "not run", "**0.7000**"],
+        ["0.01", "0.3000 (pruned, 1 ep)", "0.6000"],
+        ["0.1", "failed", "not run"],
+    ]

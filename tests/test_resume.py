@@ -17,45 +17,17 @@ from cifar_lit.data.loaders import ResidentLoader
 from cifar_lit.training.checkpoint import load_module
 from tests.conftest import (
     CLI_ENV,
+    RESUME_EPOCHS,
     ROOT,
-    SMALL_BLOCKS,
-    Scalar,
+    checkpoint_epoch,
     cli_command,
     compose_train,
+    per_epoch,
+    resume_overrides,
     run_cli,
     scalar_events,
-    synthetic_overrides,
 )
 from tests.interrupt_helper import InterruptAtStep
-
-EPOCHS = 3
-
-
-def overrides(synthetic_root: Path, cache: Path, run_dir: Path, *extra: str) -> list[str]:
-    """A tiny deterministic run: small batches make an epoch ~36 steps, so a signal can land mid-epoch."""
-    return [
-        "experiment=smoke",
-        f"trainer.max_epochs={EPOCHS}",
-        "trainer.deterministic=true",
-        "seed=7",
-        f"model.blocks={SMALL_BLOCKS}",
-        "test=false",
-        "~callbacks.progress_bar",
-        f"hydra.run.dir={run_dir}",
-        *synthetic_overrides(synthetic_root, cache),
-        "data.batch_size=8",
-        "data.augment.crop_padding=2",  # augmented: a resume must also reproduce the crops and flips
-        "data.augment.flip=true",
-        *extra,
-    ]
-
-
-def checkpoint_epoch(path: Path) -> int | None:
-    """The epoch a checkpoint was saved in (None while absent; files are replaced atomically)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)["epoch"]
-    except FileNotFoundError:
-        return None
 
 
 def start_and_wait_mid_epoch(args: list[str], run_dir: Path, log: Path, into: float = 0.25) -> subprocess.Popen:
@@ -83,15 +55,9 @@ def start_and_wait_mid_epoch(args: list[str], run_dir: Path, log: Path, into: fl
 @pytest.fixture(scope="module")
 def uninterrupted(synthetic_root, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("uninterrupted")
-    result = run_cli("train", *overrides(synthetic_root, tmp_path_factory.mktemp("cache"), run_dir))
+    result = run_cli("train", *resume_overrides(synthetic_root, tmp_path_factory.mktemp("cache"), run_dir))
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
-
-
-def per_epoch(logged: dict[str, list[Scalar]], tag: str) -> list[float]:
-    steps = [step for step, _ in logged[tag]]
-    assert steps == sorted(set(steps)), f"{tag}: duplicated or out-of-order steps {steps}"
-    return [value for _, value in logged[tag]]
 
 
 def augmented_loader(batch_size: int = 4) -> ResidentLoader:
@@ -123,7 +89,7 @@ def test_resident_loader_resumes_an_epoch_after_the_batches_it_served(caplog):
 @pytest.mark.slow
 def test_resume_after_sigkill_reproduces_the_uninterrupted_run(uninterrupted, synthetic_root, tmp_path):
     run_dir = tmp_path / "run"
-    args = overrides(synthetic_root, tmp_path / "cache", run_dir)
+    args = resume_overrides(synthetic_root, tmp_path / "cache", run_dir)
     process = start_and_wait_mid_epoch(args, run_dir, tmp_path / "killed.log")
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
@@ -137,7 +103,7 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(uninterrupted, sy
     resumed, reference = scalar_events(run_dir), scalar_events(uninterrupted)
     for tag in ("train/loss", "val/acc"):
         assert [step for step, _ in resumed[tag]] == [step for step, _ in reference[tag]], tag
-        assert len(per_epoch(resumed, tag)) == EPOCHS, tag
+        assert len(per_epoch(resumed, tag)) == RESUME_EPOCHS, tag
         assert per_epoch(resumed, tag) == pytest.approx(per_epoch(reference, tag), abs=1e-6), tag
     assert resumed["val/acc_best"][-1][1] == reference["val/acc_best"][-1][1]  # the best survives the resume
     weights = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
@@ -148,8 +114,8 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(uninterrupted, sy
 
 def mid_last_epoch(uninterrupted: Path) -> int:
     """The optimizer step half-way through the last epoch."""
-    steps_per_epoch = checkpoint_step(uninterrupted) // EPOCHS
-    return (EPOCHS - 1) * steps_per_epoch + steps_per_epoch // 2
+    steps_per_epoch = checkpoint_step(uninterrupted) // RESUME_EPOCHS
+    return (RESUME_EPOCHS - 1) * steps_per_epoch + steps_per_epoch // 2
 
 
 def interrupt_at(step: int, how: str) -> list[str]:
@@ -171,14 +137,15 @@ def test_sigterm_mid_epoch_resumes_exactly_where_it_stopped(uninterrupted, synth
     """SIGTERM half-way through the last epoch: the resumed run serves that epoch's remaining batches (same images,
     same crops and flips) and ends it with the uninterrupted run's train/val metrics and weights."""
     run_dir = tmp_path / "run"
-    args = overrides(synthetic_root, tmp_path / "cache", run_dir)
+    args = resume_overrides(synthetic_root, tmp_path / "cache", run_dir)
     stop_at = mid_last_epoch(uninterrupted)
     stopped = run_cli("train", *args, *interrupt_at(stop_at, "sigterm"))
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
     saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert (saved["epoch"], saved["global_step"]) == (EPOCHS - 1, stop_at)
+    assert (saved["epoch"], saved["global_step"]) == (RESUME_EPOCHS - 1, stop_at)
     output = stopped.stdout + stopped.stderr
-    assert f"SIGTERM at epoch {EPOCHS - 1}, step {stop_at}: saved {run_dir / 'checkpoints'}" in output, output[-5000:]
+    expected = f"SIGTERM at epoch {RESUME_EPOCHS - 1}, step {stop_at}: saved {run_dir / 'checkpoints'}"
+    assert expected in output, output[-5000:]
     assert "stopped by SIGTERM; to resume: python -m cifar_lit.train" in output and "ckpt_path=last" in output
     first = json.loads((run_dir / RUN_FILE).read_text())
     assert first["status"] == "failed" and first["wall_time_s"] > 0
@@ -206,7 +173,7 @@ def test_ctrl_c_mid_step_serves_the_interrupted_batch_again(uninterrupted, synth
     its last batch, as in the uninterrupted run. (Not exactly the same numbers: the redone forward pass draws
     other dropout masks and updates the BatchNorm statistics a second time.)"""
     run_dir = tmp_path / "run"
-    args = overrides(synthetic_root, tmp_path / "cache", run_dir)
+    args = resume_overrides(synthetic_root, tmp_path / "cache", run_dir)
     stop_at = mid_last_epoch(uninterrupted)
     stopped = run_cli("train", *args, *interrupt_at(stop_at, "ctrl_c"))
     assert stopped.returncode == 1, stopped.stderr[-3000:]
@@ -232,7 +199,7 @@ def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(synth
         "+scheduler.gamma=1e8",
         "+scheduler.interval=epoch",
     ]
-    result = run_cli("train", *overrides(synthetic_root, tmp_path / "cache", run_dir, *exploding_lr))
+    result = run_cli("train", *resume_overrides(synthetic_root, tmp_path / "cache", run_dir, *exploding_lr))
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     message = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
@@ -245,7 +212,9 @@ def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(synth
 
 @pytest.mark.slow
 def test_resume_without_a_last_checkpoint_names_the_missing_file(synthetic_root, tmp_path):
-    result = run_cli("train", *overrides(synthetic_root, tmp_path / "cache", tmp_path / "fresh", "ckpt_path=last"))
+    result = run_cli(
+        "train", *resume_overrides(synthetic_root, tmp_path / "cache", tmp_path / "fresh", "ckpt_path=last")
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"{tmp_path / 'fresh' / 'checkpoints' / 'last.ckpt'}" in result.stderr and "hydra.run.dir" in result.stderr
 
@@ -257,7 +226,7 @@ def test_last_checkpoint_is_the_latest_epoch_even_when_the_best_did_not_change(s
     never decreases, in mode min) is saved after epoch 1 only."""
     run_dir = tmp_path / "run"
     extra = ["trainer.max_epochs=2", "monitor=val/acc_best", "callbacks.model_checkpoint.mode=min"]
-    result = run_cli("train", *overrides(synthetic_root, tmp_path / "cache", run_dir, *extra))
+    result = run_cli("train", *resume_overrides(synthetic_root, tmp_path / "cache", run_dir, *extra))
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
     assert checkpoint_epoch(run_dir / "checkpoints" / "last.ckpt") == 1

@@ -22,17 +22,20 @@ from tests.conftest import (
     CLI_ENV,
     ROOT,
     TINY_BLOCKS,
+    checkpoint_epoch,
     cli_command,
+    ddp_overrides,
+    files_by_folder,
+    per_epoch,
     read_csv,
+    resume_overrides,
     run_cli,
     run_training,
     scalar_events,
     scalars,
+    single_process_val_acc,
     synthetic_overrides,
 )
-from tests.test_distributed import ddp_overrides, files_by_folder, single_process_val_acc
-from tests.test_resume import checkpoint_epoch, per_epoch
-from tests.test_resume import overrides as resume_overrides
 
 
 def cluster_problem() -> str | None:

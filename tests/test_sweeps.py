@@ -7,8 +7,20 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from tests.conftest import SMALL_BLOCKS, TINY_BLOCKS, compose_train, read_csv, run_cli, scalars, synthetic_overrides
+from tests.conftest import (
+    SMALL_BLOCKS,
+    TINY_BLOCKS,
+    compose_train,
+    hparam_value,
+    hparams_summaries,
+    load_optuna_study,
+    read_csv,
+    run_cli,
+    scalars,
+    synthetic_overrides,
+)
 
 
 def quick_overrides(synthetic_root: Path, cache: Path) -> list[str]:
@@ -27,15 +39,6 @@ def test_slurm_launcher_takes_its_tasks_and_nodes_from_the_trainer():
     assert launcher["_target_"].endswith("SlurmLauncher")
     assert (launcher["tasks_per_node"], launcher["gpus_per_node"], launcher["nodes"]) == (4, 4, 2)
     assert launcher["timeout_min"] >= 60 and launcher["submitit_folder"].startswith(slurm.hydra.sweep.dir)
-
-
-def load_study(sweep: Path):  # noqa: ANN201  (an optuna.Study: optuna is the sweeps extra's)
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    storage = JournalStorage(JournalFileBackend(str(sweep / "optuna.journal")))
-    return optuna.load_study(study_name="cifar_lit_block_net", storage=storage)
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "random", "grid", "cmaes"])
@@ -78,9 +81,10 @@ def test_optuna_sweep_prunes_a_trial_that_does_not_learn(synthetic_root, tmp_pat
         "hydra.sweeper.n_trials=2",
         "optimizer.lr=choice(0.01,1e-7)",
         "hydra/sweeper/optuna_sampler=grid",  # each lr once
-        # prunes, from the second epoch on, a trial whose val/acc is below 0.3 (chance: 0.1; lr=0.01 has 0.6 after one)
+        # prunes, from the second epoch on (steps are epochs trained), a trial whose val/acc is below 0.3 (chance: 0.1;
+        # lr=0.01 has 0.6 after one)
         "hydra/sweeper/optuna_pruner=none",
-        "hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,lower:0.3,n_warmup_steps:1}",
+        "hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,lower:0.3,n_warmup_steps:2}",
         "trainer.max_epochs=3",
         "data.batch_size=64",  # fixed on the command line: no longer searched
         "model.classifier.dropout=0",
@@ -92,7 +96,7 @@ def test_optuna_sweep_prunes_a_trial_that_does_not_learn(synthetic_root, tmp_pat
     ]
     result = run_cli("train", *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
-    trials = {t.params["optimizer.lr"]: t for t in load_study(sweep).trials}
+    trials = {t.params["optimizer.lr"]: t for t in load_optuna_study(sweep).trials}
     assert {lr: t.state for lr, t in trials.items()} == {0.01: TrialState.COMPLETE, 1e-7: TrialState.PRUNED}
     rows = {row["job"]: row for row in read_csv(sweep / "summary.csv")}
     good, pruned = sweep / str(trials[0.01].number), sweep / str(trials[1e-7].number)  # trial n is job n
@@ -102,6 +106,76 @@ def test_optuna_sweep_prunes_a_trial_that_does_not_learn(synthetic_root, tmp_pat
     assert (rows[pruned.name]["status"], rows[pruned.name]["epochs"]) == ("pruned", "2")
     assert len(scalars(pruned)["val/acc"]) == 2 and (pruned / "checkpoints" / "last.ckpt").is_file()
     assert OmegaConf.load(sweep / "optimization_results.yaml").best_value == pytest.approx(trials[0.01].value)
+
+
+@pytest.mark.slow
+def test_pruned_grid_runs_every_cell_of_the_plain_sweep_and_stops_the_bad_ones_early(synthetic_root, tmp_path):
+    """``hparams_search=pruned_grid`` with the plain sweep's comma lists: each of the 2 x 2 cells runs once (grid
+    sampler); successive halving stops after one epoch the cells whose val/acc is behind the first cell's (lr=1e-7:
+    chance), and the summary shows the whole grid with the pruned cells marked. A pruned cell is in TensorBoard's
+    HPARAMS like any run: its lr and batch size (the swept columns, shown first) and its metrics."""
+    from optuna.trial import TrialState
+
+    sweep = tmp_path / "sweep"
+    overrides = [
+        *synthetic_overrides(synthetic_root, tmp_path / "cache"),  # first: a later fixed batch size ends its sweep
+        "hparams_search=pruned_grid",
+        "optimizer.lr=0.01,1e-7",
+        "data.batch_size=32,64",
+        "trainer.max_epochs=3",
+        "model.num_branches=1",
+        "test=false",
+        f"model.blocks={SMALL_BLOCKS}",
+        "seed=0",  # the grid's order: a learning cell first (with seed=1, a cell at chance would go first and on)
+    ]
+    result = run_cli("train", *overrides, f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = sorted(load_optuna_study(sweep).trials, key=lambda t: t.number)
+    cells = {(t.params["optimizer.lr"], t.params["data.batch_size"]): t for t in trials}
+    assert sorted(cells) == [(1e-7, 32), (1e-7, 64), (0.01, 32), (0.01, 64)]  # the whole grid, each cell once
+    # every cell at chance after the learning first cell is behind it after one epoch
+    assert trials[0].params["optimizer.lr"] == 0.01 and trials[0].state == TrialState.COMPLETE
+    rows = {row["job"]: row for row in read_csv(sweep / "summary.csv")}
+    for batch_size in (32, 64):
+        trial = cells[1e-7, batch_size]
+        assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [1]
+        assert (rows[str(trial.number)]["status"], rows[str(trial.number)]["epochs"]) == ("pruned", "1")
+    grid = (sweep / "summary.md").read_text().split("Best val acc of each cell")[1]
+    lines = {line.split("|")[1].strip(): line for line in grid.splitlines() if line.startswith("| ")}
+    assert lines["1e-07"].count("(pruned, 1 ep)") == 2  # a row per lr, a column per batch size
+    assert grid.count("(pruned, ") == sum(t.state == TrialState.PRUNED for t in trials)
+
+    # the same grid resumed from its storage: every cell is done, nothing runs again
+    storage = f"hydra.sweeper.storage={sweep / 'optuna.journal'}"
+    again = run_cli("train", *overrides, storage, f"hydra.sweep.dir={tmp_path / 'again'}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "every cell of the grid has a finished trial" in again.stdout + again.stderr
+    assert len(load_optuna_study(sweep).trials) == 4
+
+    pruned = sweep / str(cells[1e-7, 32].number)
+    entry = hparams_summaries(pruned)
+    experiment = hparams_metadata.parse_experiment_plugin_data(entry[hparams_metadata.EXPERIMENT_TAG][0])
+    assert {info.name for info in experiment.hparam_infos if info.differs} == {"lr", "batch_size"}
+    start = hparams_metadata.parse_session_start_info_plugin_data(entry[hparams_metadata.SESSION_START_INFO_TAG][0])
+    params = {name: hparam_value(value) for name, value in start.hparams.items()}
+    assert (params["lr"], params["batch_size"]) == (pytest.approx(1e-7), 32)
+    logged = scalars(pruned)
+    assert logged["train/trained_epochs"] == [1] and logged["val/acc_best"][-1] == max(logged["val/acc"])
+
+
+def test_the_whole_grid_needs_the_grid_sampler_and_a_search_needs_a_space(tmp_path):
+    whole_grid_tpe = ["hparams_search=pruned_grid", "hydra/sweeper/optuna_sampler=tpe", "optimizer.lr=0.01,0.001"]
+    result = run_cli("train", *whole_grid_tpe, f"hydra.sweep.dir={tmp_path / 'tpe'}")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: hydra.sweeper.n_trials=null (the whole grid) takes the grid sampler only"
+    )
+    result = run_cli("train", "hparams_search=pruned_grid", f"hydra.sweep.dir={tmp_path / 'none'}")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: nothing to search: set hydra.sweeper.params or sweep, e.g. optimizer.lr=0.01,0.001"
+    )
+    assert not (tmp_path / "tpe" / "optuna.journal").exists()
 
 
 @pytest.mark.slow
@@ -128,13 +202,13 @@ def test_optuna_trials_on_joblib_workers_are_pruned_through_the_storage_and_a_se
     result = run_cli("train", *common, *parallel, prune_all, f"hydra.sweep.dir={first}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in result.stderr + result.stdout
-    assert [t.state for t in load_study(first).trials] == [TrialState.PRUNED] * 2
+    assert [t.state for t in load_optuna_study(first).trials] == [TrialState.PRUNED] * 2
     assert [row["status"] for row in read_csv(first / "summary.csv")] == ["pruned"] * 2
 
     storage = f"hydra.sweeper.storage={first / 'optuna.journal'}"
     result = run_cli("train", *common, storage, f"hydra.sweep.dir={second}")
     assert result.returncode == 0, result.stderr[-3000:]
-    trials = sorted(load_study(first).trials, key=lambda t: t.number)
+    trials = sorted(load_optuna_study(first).trials, key=lambda t: t.number)
     assert [t.state for t in trials] == [TrialState.PRUNED] * 2 + [TrialState.COMPLETE] * 2
     assert not {str(t.params) for t in trials[:2]} & {str(t.params) for t in trials[2:]}
     assert not (second / "optuna.journal").exists()
@@ -151,7 +225,7 @@ def test_optuna_sweep_whose_trials_all_fail_says_so_in_one_line(synthetic_root, 
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == "2 of 2 jobs failed (jobs 0, 1): see their FAILED.txt"
     assert "Traceback" not in result.stderr
-    assert {t.state.name for t in load_study(sweep).trials} == {"FAIL"}
+    assert {t.state.name for t in load_optuna_study(sweep).trials} == {"FAIL"}
 
 
 def test_a_search_space_the_sampler_cannot_take_is_one_line(tmp_path):

@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 
 class OptunaPruning(L.Callback):
-    """After each validation (its epoch metrics computed): ``trial.report(<monitor>, epoch)``. When
+    """After each validation (its epoch metrics computed): ``trial.report(<monitor>, step=epochs trained)``, so a
+    pruner's steps are epochs (successive halving's ``min_resource: 1`` is one epoch). When
     ``should_prune()`` (by ``pruner``, the sweeper's: the storage does not keep it), training stops cleanly after
     that epoch (checkpoints and logs kept, the final test still run) and the job dir gets ``PRUNED.txt`` with the
     epochs run, which the sweeper reads to tell the study the trial was PRUNED."""
@@ -57,7 +58,7 @@ class OptunaPruning(L.Callback):
         prune = False
         # one report an epoch, whatever the number of ranks
         if trainer.is_global_zero and value is not None and (trial := self.trial()):
-            trial.report(float(value), trainer.current_epoch)
+            trial.report(float(value), trainer.current_epoch + 1)
             prune = trial.should_prune()
         if trainer.world_size > 1:  # every rank stops at the same epoch, or DDP hangs
             prune = trainer.strategy.broadcast(prune, src=0)
@@ -65,6 +66,7 @@ class OptunaPruning(L.Callback):
             trainer.should_stop = True
         if prune and trainer.is_global_zero:
             epochs = trainer.current_epoch + 1
-            log.info("Optuna trial %d pruned after %d epochs (%s=%.4f)", self.trial_number, epochs, self.monitor, value)
+            ran = f"{epochs} epoch" + ("s" if epochs > 1 else "")
+            log.info("Optuna trial %d pruned after %s (%s=%.4f)", self.trial_number, ran, self.monitor, value)
             job_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
-            (job_dir / PRUNED_FILE).write_text(f"pruned after {epochs} epochs: {self.monitor}={float(value):.4f}\n")
+            (job_dir / PRUNED_FILE).write_text(f"pruned after {ran}: {self.monitor}={float(value):.4f}\n")

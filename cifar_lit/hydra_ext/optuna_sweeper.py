@@ -51,17 +51,21 @@ def distribution(override: Override) -> BaseDistribution:
 
 def search_space(params: dict[str, str], arguments: list[str]) -> tuple[dict[str, BaseDistribution], list[str]]:
     """The distributions of ``hydra.sweeper.params`` and of the command line's sweeps, and the command line's other
-    overrides, passed to every job as they are (a fixed value takes its key out of the search space)."""
+    overrides, passed to every job as they are. The later of two overrides of a key wins, as in a plain sweep: a
+    fixed value takes its key out of the search space, a sweep replaces an earlier fixed value."""
     parser = OverridesParser.create()
     space = {key: distribution(parser.parse_override(f"{key}={value}")) for key, value in params.items()}
-    fixed = []
+    fixed: dict[str, str] = {}
     for override in parser.parse_overrides(arguments):
+        key = override.get_key_element()
         if override.is_sweep_override():
-            space[override.get_key_element()] = distribution(override)
+            space[key] = distribution(override)
+            fixed.pop(key, None)
         else:
-            space.pop(override.get_key_element(), None)
-            fixed.append(override.input_line)
-    return space, fixed
+            space.pop(key, None)
+            fixed.pop(key, None)  # re-inserted: the command line's order stays
+            fixed[key] = override.input_line
+    return space, list(fixed.values())
 
 
 def open_storage(storage: str) -> Any:
@@ -86,6 +90,19 @@ def previous_trials(study_name: str, storage: Any) -> int:
         return 0
 
 
+def remaining_cells(study: optuna.Study, space: dict[str, BaseDistribution]) -> int:
+    """The cells of the grid ``space`` that no finished trial of ``study`` has run."""
+    grid_size = math.prod(len(dist.choices) for dist in space.values())
+    done = {
+        tuple(trial.params[name] for name in space)
+        for trial in study.get_trials(deepcopy=False)
+        if trial.state.is_finished()
+        and set(trial.params) == set(space)
+        and all(trial.params[name] in dist.choices for name, dist in space.items())
+    }
+    return grid_size - len(done)
+
+
 def quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -107,7 +124,7 @@ class OptunaSearch:
         direction: str,
         study_name: str,
         storage: str,
-        n_trials: int,
+        n_trials: int | None,
         n_jobs: int,
         sampler: Any,
         pruner: Any,
@@ -133,10 +150,16 @@ class OptunaSearch:
             return {"_target_": "optuna.pruners.NopPruner"}
         return OmegaConf.to_container(OmegaConf.create(self.pruner_cfg), resolve=True)
 
+    def sampler_config(self) -> dict[str, Any]:
+        return OmegaConf.to_container(OmegaConf.create(self.sampler_cfg or {}), resolve=True)
+
+    def is_grid(self) -> bool:
+        return str(self.sampler_config().get("_target_", "")).endswith("GridSampler")
+
     def create_study(self, space: dict[str, BaseDistribution]) -> optuna.Study:
-        sampler_cfg = OmegaConf.to_container(OmegaConf.create(self.sampler_cfg or {}), resolve=True)
+        sampler_cfg = self.sampler_config()
         extra = {}
-        if str(sampler_cfg.get("_target_", "")).endswith("GridSampler"):  # the grid: every categorical's values
+        if self.is_grid():  # the grid: every categorical's values
             grid = {name: dist.choices for name, dist in space.items() if isinstance(dist, CategoricalDistribution)}
             if len(grid) != len(space):
                 raise ValueError("the grid sampler takes choice and range sweeps only, not interval")
@@ -174,12 +197,24 @@ class OptunaSearch:
         assert self.launcher is not None and self.config is not None
         try:
             space, fixed = search_space(self.params, arguments)
+            if not space:
+                raise ValueError("nothing to search: set hydra.sweeper.params or sweep, e.g. optimizer.lr=0.01,0.001")
+            if self.n_trials is None and not self.is_grid():
+                raise ValueError("hydra.sweeper.n_trials=null (the whole grid) takes the grid sampler only")
             study = self.create_study(space)
         except ValueError as err:  # a search space the sampler cannot take: one line, as for any bad config value
             sys.exit(f"error: {err}")
+        # the sweep's config, as Hydra's basic sweeper leaves it: the HPARAMS columns of the jobs read their sweeps
+        # from it (cifar_lit.reporting.hparams.swept_columns)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         n_trials = self.n_trials
-        if isinstance(study.sampler, optuna.samplers.GridSampler):
-            n_trials = min(n_trials, math.prod(len(d.choices) for d in space.values()))
+        if self.is_grid():  # a resumed grid runs the cells its storage has not finished
+            cells = remaining_cells(study, space)
+            n_trials = cells if n_trials is None else min(n_trials, cells)
+            if not cells:
+                log.info("every cell of the grid has a finished trial in %s: nothing to run", self.storage)
         log.info("Optuna study %s (%s): %d trials over %s", self.study_name, self.storage, n_trials, list(space))
         returns: list[JobReturn] = []
         while len(returns) < n_trials:

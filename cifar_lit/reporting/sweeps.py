@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cifar_lit.errors import FAILURE_FILE, PRUNED_FILE
 from cifar_lit.reporting.events import ReportError, per_epoch_table, read_scalars
+from cifar_lit.reporting.grid import grid_table
 from cifar_lit.reporting.plots import plot_jobs
 from cifar_lit.reporting.run_config import read_overrides, read_tags
 from cifar_lit.reporting.seeds import group_by_seed, write_seed_summary
@@ -126,6 +127,9 @@ def write_summary(sweep_dir: Path, out_dir: Path) -> list[Path]:
         md += "Overrides of every job: `" + " ".join(shared) + "`\n\n"
     md_records = [[*rec[:-2], None if rec[-2] is None else f"{rec[-2]:.1f}", rec[-1]] for rec in records]
     md += markdown_table(header, md_records, left=3)
+    grid = grid_table(jobs, varying)
+    if grid:
+        md += "\n" + grid
     noted = [job for job in jobs if job.error or job.pruned]
     if noted:
         md += "\n" + "".join(f"- job {job.job}: {job.error or job.pruned}\n" for job in noted)
