@@ -3,7 +3,9 @@
 Reads the two sweeps' summary.csv (written when each sweep ended) and prints a Markdown table: cells, cells pruned,
 epochs trained, the sum of the jobs' wall times, the best val accuracy each found and the configuration each would
 choose (the best among the cells that ran to the end, as Optuna's best trial), with that cell's best checkpoint for
-`python -m cifar_lit.eval ckpt_path=...`.
+`python -m cifar_lit.eval ckpt_path=...`. Last, how many cells of the pruned grid logged, epoch for epoch, the same
+val accuracy as the full grid's cell over the epochs they ran (all of them when training is deterministic: a pruned
+cell is then the full cell's beginning).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import csv
 import sys
 from pathlib import Path
+
+from cifar_lit.reporting.events import per_epoch_table, read_scalars
 
 
 def read_summary(sweep_dir: Path) -> list[dict[str, str]]:
@@ -49,6 +53,22 @@ def column(sweep_dir: Path) -> dict[str, str]:
     }
 
 
+def val_acc_by_cell(sweep_dir: Path) -> dict[str, list[float]]:
+    """Each cell's (its overrides') per-epoch val/acc."""
+    curves = {}
+    for row in read_summary(sweep_dir):
+        values = per_epoch_table(read_scalars(sweep_dir / row["job"])).values.get("val/acc", {})
+        curves[row["overrides"]] = [values[epoch] for epoch in sorted(values)]
+    return curves
+
+
+def same_beginnings(grid_dir: Path, pruned_dir: Path) -> tuple[int, int]:
+    """How many of the pruned grid's cells have the full grid's val/acc over the epochs they ran, of how many."""
+    full, pruned = val_acc_by_cell(grid_dir), val_acc_by_cell(pruned_dir)
+    same = sum(curve == full.get(cell, [])[: len(curve)] for cell, curve in pruned.items())
+    return same, len(pruned)
+
+
 def main(argv: list[str]) -> None:
     if len(argv) != 2:
         sys.exit(__doc__.splitlines()[0])
@@ -58,6 +78,8 @@ def main(argv: list[str]) -> None:
         print(f"| {key} | {grid[key]} | {pruned[key]} |")
     ratio = int(pruned["epochs trained"]) / int(grid["epochs trained"])
     print(f"\nepochs: pruned / full = {ratio:.3f}")
+    same, cells = same_beginnings(Path(argv[0]), Path(argv[1]))
+    print(f"pruned-grid cells whose val/acc equals the full grid's, epoch for epoch: {same} of {cells}")
 
 
 if __name__ == "__main__":
