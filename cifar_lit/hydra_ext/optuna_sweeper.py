@@ -154,7 +154,7 @@ class OptunaSearch:
         return OmegaConf.to_container(OmegaConf.create(self.sampler_cfg or {}), resolve=True)
 
     def is_grid(self) -> bool:
-        return str(self.sampler_config().get("_target_", "")).endswith("GridSampler")
+        return str((self.sampler_cfg or {}).get("_target_", "")).endswith("GridSampler")
 
     def create_study(self, space: dict[str, BaseDistribution]) -> optuna.Study:
         sampler_cfg = self.sampler_config()
