@@ -7,7 +7,7 @@
   gloo processes) with ``single_process_val_acc`` to check them, ``resume_overrides`` (a run a signal can interrupt
   mid-epoch) with ``checkpoint_epoch`` and ``per_epoch``;
 - the real command line: ``run_cli("train", *overrides)``, ``run_training(run_dir, *overrides)`` for a run that must
-  succeed (``cli_command``/``CLI_ENV`` for a process to signal);
+  succeed (``cli_command``/``CLI_ENV`` for a process to signal); ``load_script`` (a tool of scripts/ as a module);
 - what a run leaves: ``scalars``/``scalar_events``/``load_events`` (its TensorBoard events), ``hparams_summaries``/
   ``hparam_value`` (its HPARAMS entry), ``load_optuna_study`` (a search's study), ``read_csv``/``read_rows``.
 """
@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -181,6 +182,15 @@ def run_cli(entry: str, *args: str, timeout: float = 300) -> subprocess.Complete
     return subprocess.run(
         cli_command(entry, *args), cwd=ROOT, env=CLI_ENV, capture_output=True, text=True, timeout=timeout
     )
+
+
+def load_script(name: str) -> Any:
+    """``scripts/<name>.py`` as a module (registered under ``name``: a process pool pickles its functions by it)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_training(run_dir: Path, *overrides: str) -> Path:

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 
 import numpy as np
 import pytest
 
 from cifar_lit.data.cache import load_split, sha256
-from tests.conftest import ROOT, write_image_folder
+from tests.conftest import load_script, write_image_folder
 
-spec = importlib.util.spec_from_file_location("carry_cifar", ROOT / "scripts" / "carry_cifar.py")
-carry = importlib.util.module_from_spec(spec)
-sys.modules["carry_cifar"] = carry  # its process pool pickles encode/decode by module name
-spec.loader.exec_module(carry)
+carry = load_script("carry_cifar")
 
 
 @pytest.mark.parametrize("kind", ["noise", "smooth", "extremes"])

@@ -3,6 +3,7 @@ jobs, threads per job) and the SLURM launcher's config."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,12 +11,15 @@ from omegaconf import OmegaConf
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from tests.conftest import (
+    CLI_ENV,
     SMALL_BLOCKS,
     TINY_BLOCKS,
+    cli_command,
     compose_train,
     hparam_value,
     hparams_summaries,
     load_optuna_study,
+    load_script,
     read_csv,
     run_cli,
     scalars,
@@ -152,6 +156,23 @@ def test_pruned_grid_runs_every_cell_of_the_plain_sweep_and_stops_the_bad_ones_e
     assert "every cell of the grid has a finished trial" in again.stdout + again.stderr
     assert len(load_optuna_study(sweep).trials) == 4
 
+    # the plain sweep of the same cells, replayed through the same pruner (scripts/replay_pruner.py, which
+    # docs/sweeps.md's replays come from): the cells in the same order, each stopped after the same epochs
+    full = tmp_path / "full"
+    plain = [o for o in overrides if o != "hparams_search=pruned_grid"]
+    assert run_cli("train", "-m", *plain, f"hydra.sweep.dir={full}").returncode == 0
+    replay = load_script("replay_pruner")
+    grid, curves, seed = replay.recorded_grid(full)
+    ran = replay.replay(grid, curves, replay.configured_pruner([]), seed)
+    assert ran == [
+        (
+            (t.params["optimizer.lr"], t.params["data.batch_size"]),
+            len(t.intermediate_values),
+            t.state == TrialState.COMPLETE,
+        )
+        for t in trials
+    ]
+
     pruned = sweep / str(cells[1e-7, 32].number)
     entry = hparams_summaries(pruned)
     experiment = hparams_metadata.parse_experiment_plugin_data(entry[hparams_metadata.EXPERIMENT_TAG][0])
@@ -161,6 +182,15 @@ def test_pruned_grid_runs_every_cell_of_the_plain_sweep_and_stops_the_bad_ones_e
     assert (params["lr"], params["batch_size"]) == (pytest.approx(1e-7), 32)
     logged = scalars(pruned)
     assert logged["train/trained_epochs"] == [1] and logged["val/acc_best"][-1] == max(logged["val/acc"])
+
+
+def test_the_project_sweeper_is_found_from_any_folder(tmp_path):
+    """Run from a folder that is not the checkout's root, Hydra still finds hydra/sweeper=cifar_lit_optuna: an
+    editable install (CI's) reaches the plugin through an import hook that Hydra's plugin scan cannot list."""
+    command = cli_command("train", "hparams_search=optuna", "--cfg", "hydra", "-p", "hydra.sweeper._target_")
+    result = subprocess.run(command, cwd=tmp_path, env=CLI_ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "hydra_plugins.cifar_lit_optuna_sweeper.CifarLitOptunaSweeper" in result.stdout
 
 
 def test_the_whole_grid_needs_the_grid_sampler_and_a_search_needs_a_space(tmp_path):

@@ -68,6 +68,13 @@ def search_space(params: dict[str, str], arguments: list[str]) -> tuple[dict[str
     return space, list(fixed.values())
 
 
+def grid_of(space: dict[str, BaseDistribution]) -> dict[str, list[Any]]:
+    """The grid sampler's search space: each key's values (choice and range sweeps only)."""
+    if not all(isinstance(dist, CategoricalDistribution) for dist in space.values()):
+        raise ValueError("the grid sampler takes choice and range sweeps only, not interval")
+    return {name: list(dist.choices) for name, dist in space.items()}
+
+
 def open_storage(storage: str) -> Any:
     """An RDB URL (``sqlite:///...``, ``postgresql://...``) as it is; a file path: a JournalStorage in that file
     (no database server or SQLAlchemy needed; safe for jobs in several processes writing at once)."""
@@ -158,12 +165,7 @@ class OptunaSearch:
 
     def create_study(self, space: dict[str, BaseDistribution]) -> optuna.Study:
         sampler_cfg = self.sampler_config()
-        extra = {}
-        if self.is_grid():  # the grid: every categorical's values
-            grid = {name: dist.choices for name, dist in space.items() if isinstance(dist, CategoricalDistribution)}
-            if len(grid) != len(space):
-                raise ValueError("the grid sampler takes choice and range sweeps only, not interval")
-            extra["search_space"] = grid
+        extra = {"search_space": grid_of(space)} if self.is_grid() else {}
         storage = open_storage(self.storage)
         earlier = previous_trials(self.study_name, storage)
         if earlier and sampler_cfg.get("seed") is not None:  # a resumed search: not the first search's draws again
