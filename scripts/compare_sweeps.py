@@ -57,11 +57,11 @@ def column(sweep_dir: Path, by_cell: dict[str, JobSummary]) -> dict[str, str]:
 
 def same_beginnings(full: dict[str, JobSummary], pruned: dict[str, JobSummary]) -> int:
     """How many of the pruned grid's cells have the full grid's val/acc over the epochs they ran."""
-
-    def curve(job: JobSummary) -> list[float]:
-        return [job.val_acc[epoch] for epoch in sorted(job.val_acc)]
-
-    return sum(curve(job) == curve(full[cell])[: len(curve(job))] for cell, job in pruned.items() if cell in full)
+    return sum(
+        job.val_acc_curve == full[cell].val_acc_curve[: len(job.val_acc)]
+        for cell, job in pruned.items()
+        if cell in full
+    )
 
 
 def main(argv: list[str]) -> None:

@@ -23,16 +23,17 @@ import statistics
 import sys
 from itertools import chain, combinations
 from pathlib import Path
+from typing import Any
 
 import optuna
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution
 
 from cifar_lit.hydra_ext.entry import CONFIG_DIR, expose_project_plugins
-from cifar_lit.hydra_ext.optuna_sweeper import grid_of, search_space
+from cifar_lit.hydra_ext.optuna_sweeper import grid_of, pruner_config, search_space
 from cifar_lit.reporting.sweeps import job_dirs, summarize_job
 
 Cell = tuple  # the values of the grid's keys, in the grid's key order
@@ -51,23 +52,37 @@ def recorded_grid(grid_dir: Path) -> tuple[dict[str, list], dict[Cell, list[floa
     for job_dir in job_dirs(grid_dir):
         job = summarize_job(job_dir)
         values = {o.key_or_group: o.value() for o in parser.parse_overrides(job.overrides) if o.key_or_group in grid}
-        curves[tuple(values[key] for key in grid)] = [job.val_acc[epoch] for epoch in sorted(job.val_acc)]
+        curves[tuple(values[key] for key in grid)] = job.val_acc_curve
     return grid, curves, int(config.seed)
 
 
-def configured_pruner(overrides: list[str]) -> optuna.pruners.BasePruner:
-    """The pruner of ``hparams_search=pruned_grid`` with ``overrides``, built as the sweeper builds it."""
+def configured_sweeper(overrides: list[str]) -> DictConfig:
+    """``hydra.sweeper`` of ``hparams_search=pruned_grid`` with ``overrides``."""
     expose_project_plugins()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["hparams_search=pruned_grid", *overrides], return_hydra_config=True)
-    pruner = OmegaConf.to_container(cfg.hydra.sweeper.pruner, resolve=True) if cfg.hydra.sweeper.pruner else None
-    return instantiate(pruner) if pruner else optuna.pruners.NopPruner()
+    return cfg.hydra.sweeper
 
 
-def replay(grid: dict[str, list], curves: dict[Cell, list[float]], pruner, seed: int) -> list[tuple[Cell, int, bool]]:
-    """Each cell in the sampler's order: its values, the epochs it ran, whether it ran to its end."""
+def configured_pruner(overrides: list[str]) -> dict[str, Any]:
+    """The pruner config of ``hparams_search=pruned_grid`` with ``overrides``, as the sweeper reads it."""
+    return pruner_config(configured_sweeper(overrides).pruner)
+
+
+def replay(
+    grid: dict[str, list],
+    curves: dict[Cell, list[float]],
+    pruner: dict[str, Any],
+    seed: int,
+    study_name: str | None = None,
+) -> list[tuple[Cell, int, bool]]:
+    """Each cell in the sampler's order: its values, the epochs it ran, whether it ran to its end. ``pruner`` is
+    built anew for each replay (Hyperband keeps state of the study it prunes); ``study_name`` is the search's, as
+    Hyperband puts a trial in a bracket by a hash of it (None: a random name, which no other pruner reads)."""
     sampler = optuna.samplers.GridSampler(grid, seed=seed)
-    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    study = optuna.create_study(
+        study_name=study_name, direction="maximize", sampler=sampler, pruner=instantiate(pruner)
+    )
     ran = []
     for _ in curves:
         trial = study.ask({key: CategoricalDistribution(values) for key, values in grid.items()})  # as the sweeper
@@ -114,8 +129,10 @@ def main(argv: list[str]) -> None:
     grid_best = max(max(curve) for curve in curves.values())
     print(f"{len(curves)} cells, {full_epochs} epochs; grid's best val acc {grid_best:.4f}; keys {list(grid)}")
     ratios, gaps = [], []
+    sweeper = configured_sweeper(args.overrides)
+    pruner = pruner_config(sweeper.pruner)
     for order_seed in range(seed, seed + args.orders):
-        ran = replay(grid, curves, configured_pruner(args.overrides), order_seed)
+        ran = replay(grid, curves, pruner, order_seed, sweeper.study_name)
         ratios.append(sum(epochs for _, epochs, _ in ran) / full_epochs)
         chosen = max((cell for cell, _, finished in ran if finished), key=lambda cell: max(curves[cell]))
         gaps.append(100 * (grid_best - max(curves[chosen])))

@@ -75,6 +75,13 @@ def grid_of(space: dict[str, BaseDistribution]) -> dict[str, list[Any]]:
     return {name: list(dist.choices) for name, dist in space.items()}
 
 
+def pruner_config(pruner: Any) -> dict[str, Any]:
+    """``hydra.sweeper.pruner`` as a plain dict to instantiate; no pruner: Optuna's NopPruner."""
+    if not pruner:
+        return {"_target_": "optuna.pruners.NopPruner"}
+    return OmegaConf.to_container(OmegaConf.create(pruner), resolve=True)
+
+
 def open_storage(storage: str) -> Any:
     """An RDB URL (``sqlite:///...``, ``postgresql://...``) as it is; a file path: a JournalStorage in that file
     (no database server or SQLAlchemy needed; safe for jobs in several processes writing at once)."""
@@ -153,9 +160,7 @@ class OptunaSearch:
         )
 
     def pruner_config(self) -> dict[str, Any]:
-        if not self.pruner_cfg:
-            return {"_target_": "optuna.pruners.NopPruner"}
-        return OmegaConf.to_container(OmegaConf.create(self.pruner_cfg), resolve=True)
+        return pruner_config(self.pruner_cfg)
 
     def sampler_config(self) -> dict[str, Any]:
         return OmegaConf.to_container(OmegaConf.create(self.sampler_cfg or {}), resolve=True)

@@ -38,6 +38,11 @@ class JobSummary:
     pruned: str | None = None  # why an Optuna search's pruner stopped the job early (its PRUNED.txt), else None
 
     @property
+    def val_acc_curve(self) -> list[float]:
+        """val/acc of each epoch, in epoch order."""
+        return [self.val_acc[epoch] for epoch in sorted(self.val_acc)]
+
+    @property
     def status(self) -> str:
         if self.error:
             return "failed" if self.error.startswith("failed") else "no events"
