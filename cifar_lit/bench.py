@@ -28,7 +28,9 @@ import torch
 from omegaconf import DictConfig
 
 from cifar_lit.benchmarks.kernels import time_conv_floor, time_eval_batches, time_forms
-from cifar_lit.benchmarks.paths import peak_memory_mb, run_project, run_reference
+from cifar_lit.benchmarks.paths import peak_memory_mb, run_model, run_project, run_reference
+
+WORKERS = {"reference": run_reference, "project": run_project, "model": run_model}
 
 
 def compose(overrides: list[str]) -> DictConfig:
@@ -43,7 +45,7 @@ def compose(overrides: list[str]) -> DictConfig:
 
 def worker(path: str, overrides: list[str], warmup: int, steps: int) -> dict[str, Any]:
     cfg = compose(overrides)
-    seconds = (run_reference if path == "reference" else run_project)(cfg, warmup, steps)
+    seconds = WORKERS[path](cfg, warmup, steps)
     return {
         "path": path,
         "images_per_s": steps * cfg.data.batch_size / seconds,
@@ -52,13 +54,36 @@ def worker(path: str, overrides: list[str], warmup: int, steps: int) -> dict[str
     }
 
 
-def measure(path: str, args: argparse.Namespace) -> dict[str, Any]:
+def measure(path: str, args: argparse.Namespace, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "cifar_lit.bench", "--worker", path, "--warmup", str(args.warmup)]
-    cmd += ["--steps", str(args.steps), *args.overrides]
+    cmd += ["--steps", str(args.steps), *args.overrides, *extra]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"bench: the {path} run failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def time_overhead(args: argparse.Namespace, modes: list[str]) -> None:
+    """End-to-end images/s (Lightning loop, resident data) against the model alone, per compile setting, each
+    measured ``--rounds`` times in its own process (a compiled graph starts cold in each); medians printed."""
+    rates: dict[str, dict[str, list[float]]] = {mode: {"model": [], "project": []} for mode in modes}
+    for _ in range(args.rounds):
+        for mode in modes:
+            for path in ("model", "project"):
+                rates[mode][path].append(measure(path, args, (f"compile={mode}",))["images_per_s"])
+    cfg = compose(args.overrides)
+    print(
+        f"config: {' '.join(args.overrides) or '(defaults)'}; batch {cfg.data.batch_size}, "
+        f"{args.steps} timed steps after {args.warmup}, {args.rounds} rounds, device {peak_device()}"
+    )
+    print(f"{'compile':28s} {'model alone':>12s} {'end to end':>12s}  ratio  (images/s, medians)")
+    for mode, paths in rates.items():
+        model, project = (statistics.median(paths[p]) for p in ("model", "project"))
+        print(f"{mode:28s} {model:12.1f} {project:12.1f}  {project / model:5.2f}", flush=True)
+
+
+def peak_device() -> str:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,7 +97,12 @@ def main(argv: list[str] | None = None) -> None:
         "--conv-floor", action="store_true", help="time a model-only step against its 3x3 convolutions alone instead"
     )
     parser.add_argument("--eval-batches", help="time evaluation at these batch sizes instead, e.g. 64,128,500")
-    parser.add_argument("--worker", choices=["reference", "project"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--overhead",
+        help="time the project path end to end against its model alone for these compile settings instead, "
+        "e.g. false,default,reduce-overhead",
+    )
+    parser.add_argument("--worker", choices=list(WORKERS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.forms:
         time_forms(compose(args.overrides), args.steps, args.warmup)
@@ -82,6 +112,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.eval_batches:
         time_eval_batches(compose(args.overrides), [int(b) for b in args.eval_batches.split(",")], args.rounds)
+        return
+    if args.overhead:
+        time_overhead(args, args.overhead.split(","))
         return
     if args.worker:
         print(json.dumps(worker(args.worker, args.overrides, args.warmup, args.steps)))

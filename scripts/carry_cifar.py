@@ -3,6 +3,7 @@ size-limited transfer, and rebuild the project's data cache there without changi
 
     python scripts/carry_cifar.py pack ROOT OUT_DIR [--parts 3]   here: OUT_DIR/part{i}.xz + labels.npz
     python scripts/carry_cifar.py unpack PART_DIRS... --root DIR  there: DIR/{train,test}/<class>/ + data/cache
+    python scripts/carry_cifar.py fake --root DIR                 random images of the same sizes (timing only)
 
 Lossless: each image plane is replaced by its residual against the gradient predictor (left + up - up-left, the
 idea of PNG's filters) and xz-compressed: about 0.66 of the raw 184 MB. ``unpack`` inverts the predictor, checks
@@ -87,11 +88,25 @@ def unpack(part_dirs: list[str], root: str, cache_dir: str, expected: dict[str, 
         start += len(split_labels)
         if sha256(split_images) != expected[split]:
             raise SystemExit(f"{split}: rebuilt images do not match the published SHA-256 (a part is missing?)")
-        for name in CLASSES:
-            (Path(root) / split / name).mkdir(parents=True, exist_ok=True)
-        fingerprint = source_fingerprint(Path(root), split, "folder")
-        save_cache(cache_file(Path(cache_dir), Path(root), split), split_images, split_labels, fingerprint)
+        write_split(root, cache_dir, split, split_images, split_labels)
         print(f"{split}: {len(split_images)} images, SHA-256 matches the published one", flush=True)
+
+
+def write_split(root: str, cache_dir: str, split: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """The cache file of an image folder at ``root`` holding ``images``; the folder's class folders stay empty."""
+    for name in CLASSES:
+        (Path(root) / split / name).mkdir(parents=True, exist_ok=True)
+    fingerprint = source_fingerprint(Path(root), split, "folder")
+    save_cache(cache_file(Path(cache_dir), Path(root), split), images, labels, fingerprint)
+
+
+def fake(root: str, cache_dir: str, sizes: dict[str, int] = {"train": 50_000, "test": 10_000}) -> None:  # noqa: B006
+    """Random images of CIFAR-10's shapes and sizes, for timing where the real ones are not (yet) there."""
+    rng = np.random.default_rng(0)
+    for split, size in sizes.items():
+        images = rng.integers(0, 256, (size, 32, 32, 3), dtype=np.uint8)
+        write_split(root, cache_dir, split, images, np.arange(size) % len(CLASSES))
+        print(f"{split}: {size} random images (timing only)", flush=True)
 
 
 def main() -> None:
@@ -104,11 +119,15 @@ def main() -> None:
     u = sub.add_parser("unpack")
     u.add_argument("part_dirs", nargs="+")
     u.add_argument("--root", required=True)
-    for q in (p, u):
+    f = sub.add_parser("fake", help="random images of CIFAR-10's sizes in the cache (timing without the data)")
+    f.add_argument("--root", required=True)
+    for q in (p, u, f):
         q.add_argument("--cache-dir", default="data/cache")
     args = parser.parse_args()
     if args.command == "pack":
         pack(args.root, args.out_dir, args.parts, args.cache_dir)
+    elif args.command == "fake":
+        fake(args.root, args.cache_dir)
     else:
         unpack(args.part_dirs, args.root, args.cache_dir)
 

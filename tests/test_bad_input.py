@@ -21,6 +21,7 @@ VALUE_CASES = {
     "zero batch size": ("train", ["data.batch_size=0"], "data.batch_size"),
     "dropout above 1": ("train", ["model.classifier.dropout=1.5"], "model.classifier.dropout"),
     "no branches (K=0)": ("train", ["model.num_branches=0"], "model.num_branches"),
+    "unknown compile mode": ("train", ["compile=fastest"], "compile must be true, false or one of"),
     "unknown optimizer option": ("train", ["optimizer=nonexistent"], "nonexistent"),
     "unknown optimizer class": ("train", ["optimizer._target_=torch.optim.Nope"], "torch.optim.Nope"),
     "argument the optimizer lacks": ("train", ["optimizer=rmsprop", "+optimizer.nesterov=true"], "optimizer.nesterov"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import torch
 
 from cifar_lit.bench import worker
@@ -73,3 +74,15 @@ def test_both_paths_train_on_synthetic_data(synthetic_root, tmp_path):
     for path in ("reference", "project"):
         result = worker(path, overrides, warmup=1, steps=2)
         assert result["path"] == path and result["images_per_s"] > 0 and result["peak_memory_mb"] > 0
+
+
+def test_overhead_times_the_model_alone_and_end_to_end(synthetic_root, tmp_path, capsys):
+    from cifar_lit.bench import main
+
+    overrides = [*synthetic_overrides(synthetic_root, tmp_path / "cache"), f"model.blocks={TINY_BLOCKS}"]
+    main(["--overhead", "false", "--steps", "2", "--warmup", "1", "--rounds", "1", *overrides])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("2 timed steps after 1, 1 rounds, device cpu")
+    mode, model, end_to_end, ratio = lines[2].split()
+    assert mode == "false" and float(model) > 0 and float(end_to_end) > 0
+    assert float(ratio) == pytest.approx(float(end_to_end) / float(model), abs=0.01)

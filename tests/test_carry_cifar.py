@@ -47,3 +47,10 @@ def test_pack_unpack_rebuilds_the_cache(tmp_path):
 
     with pytest.raises(SystemExit, match="do not match the published SHA-256"):
         carry.unpack([str(p) for p in parts[1:]], str(tmp_path / "t2"), str(tmp_path / "cache3"), expected)
+
+
+def test_fake_data_is_read_as_the_image_folder(tmp_path):
+    carry.fake(str(tmp_path / "root"), str(tmp_path / "cache"), sizes={"train": 20, "test": 10})
+    images, labels, _ = load_split(tmp_path / "root", "train", tmp_path / "cache")
+    assert images.shape == (20, 32, 32, 3) and images.dtype == np.uint8 and labels.tolist() == list(range(10)) * 2
+    assert load_split(tmp_path / "root", "test", tmp_path / "cache")[0].shape == (10, 32, 32, 3)

@@ -77,6 +77,38 @@ def run_project(cfg: DictConfig, warmup: int, steps: int) -> float:
     return timer.end - timer.start
 
 
+def run_model(cfg: DictConfig, warmup: int, steps: int) -> float:
+    """Seconds for ``steps`` steps of the project's module alone, compiled as ``cfg.compile`` says: forward, loss,
+    backward and optimizer step on one synthetic batch, with no data loading and no Lightning loop. What the
+    project path loses against it is the loop's and the data's cost (``--overhead``)."""
+    torch.manual_seed(0)
+    device = default_device()
+    module = build_module(cfg).to(device)
+    memory_format = torch.channels_last if cfg.get("channels_last", True) else torch.contiguous_format
+    x = torch.randn(cfg.data.batch_size, 3, 32, 32, device=device).contiguous(memory_format=memory_format)
+    y = torch.randint(0, cfg.model.get("num_classes", 10), (cfg.data.batch_size,), device=device)
+    optimizer = build_optimizer(module.net, plain(cfg.optimizer))
+    bf16 = "bf16" in str(cfg.trainer.precision)
+
+    def step() -> None:
+        if module.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = module.criterion(module(x).float(), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
 def run_reference(cfg: DictConfig, warmup: int, steps: int) -> float:
     """Seconds for ``steps`` steps of the seed-style loop: literal block, fp32, NCHW, per-image DataLoader (each
     batch copied to the GPU when there is one)."""

@@ -74,6 +74,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         download_url: str | None = None,
         md5: Mapping[str, str] | None = None,
         seed: int = 0,
+        drop_last: bool = False,
     ) -> None:
         super().__init__()
         if batch_size <= 0 or eval_batch_size <= 0:
@@ -89,6 +90,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.augment = augment if isinstance(augment, Augment) else Augment(**(augment or {}))
         self.test_every_epoch, self.loader, self.num_workers = test_every_epoch, loader, num_workers
         self.channels_last, self.download, self.seed = channels_last, download, seed
+        self.drop_last = drop_last  # training batches only: evaluation always sees every image
         self.download_url, self.md5 = download_url, md5  # None: the official archive and its published md5 sums
         self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.sources: dict[str, SplitSource] = {}  # train / test: filled by setup
@@ -164,7 +166,14 @@ class CIFAR10DataModule(L.LightningDataModule):
         if self.loader == "torch":  # training: Lightning puts in a DistributedSampler under DDP
             dataset = PerImageDataset(images, labels, self.mean.tolist(), self.std.tolist(), augment)
             sampler = None if train else eval_sampler(len(dataset), rank, world_size)
-            return DataLoader(dataset, batch_size, shuffle=train, sampler=sampler, num_workers=self.num_workers)
+            return DataLoader(
+                dataset,
+                batch_size,
+                shuffle=train,
+                sampler=sampler,
+                num_workers=self.num_workers,
+                drop_last=train and self.drop_last,
+            )
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         loader = ResidentLoader(
             torch.from_numpy(images).to(device),
@@ -178,6 +187,7 @@ class CIFAR10DataModule(L.LightningDataModule):
             rank=rank,
             world_size=world_size,
             channels_last=self.channels_last,
+            drop_last=train and self.drop_last,
         )
         if train and trainer is not None and trainer.overfit_batches > 0:
             # overfit_batches must see the same batches every epoch. Lightning turns shuffling off in DataLoaders

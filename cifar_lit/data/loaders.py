@@ -49,13 +49,14 @@ class ResidentLoader:
         rank: int = 0,
         world_size: int = 1,
         channels_last: bool = True,
+        drop_last: bool = False,
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be a (N, H, W, C) uint8 tensor, got {images.dtype} {tuple(images.shape)}")
         self.images, self.labels = images, labels.to(images.device)
         self.mean, self.std = mean.to(images.device), std.to(images.device)
         self.batch_size, self.augment, self.seed = batch_size, augment, seed
-        self.channels_last = channels_last
+        self.channels_last, self.drop_last = channels_last, drop_last
         coins = torch.Generator().manual_seed(seed)
         self.flip_first = (torch.rand(len(images), generator=coins) < 0.5).to(images.device)  # alternating flip
         self.sampler: DistributedSampler = (
@@ -69,6 +70,8 @@ class ResidentLoader:
         self.resume_from: dict[str, int] | None = None  # a checkpoint's state, applied by the next epoch served
 
     def __len__(self) -> int:
+        if self.drop_last:  # every batch full: one shape for a compiled step (cifar_lit.training.compiled)
+            return len(self.sampler) // self.batch_size
         return -(-len(self.sampler) // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -79,7 +82,7 @@ class ResidentLoader:
         generator.manual_seed(hash((self.seed, self.sampler.epoch, self.sampler.rank)) & 0x7FFF_FFFF)
         skip = self.batches_to_skip()
         self.served_epoch, self.batches_served = self.sampler.epoch, 0
-        for number, start in enumerate(range(0, len(order), self.batch_size)):
+        for number, start in enumerate(range(0, len(self) * self.batch_size, self.batch_size)):
             index = order[start : start + self.batch_size]
             if number < skip and not self.augment.active:
                 self.batches_served += 1

@@ -17,6 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from cifar_lit.data.augment import normalize
 from cifar_lit.errors import ConfigError
 from cifar_lit.network.model import BlockNetwork
+from cifar_lit.training.compiled import compile_mode, uses_cuda_graphs
 from cifar_lit.training.optim import (
     build_optimizer,
     build_scheduler,
@@ -50,7 +51,7 @@ class BlockClassifier(L.LightningModule):
         optimizer: dict[str, Any],
         scheduler: dict[str, Any] | None = None,
         channels_last: bool = True,
-        compile: bool = False,
+        compile: bool | str = False,
         label_smoothing: float = 0.0,
         tta: str = "none",
     ) -> None:
@@ -68,8 +69,10 @@ class BlockClassifier(L.LightningModule):
         self.net = BlockNetwork(**model)
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
-        if compile:
-            self.net.compile()
+        mode = compile_mode(compile)
+        self.cuda_graphs = uses_cuda_graphs(mode)
+        if mode:  # static shapes: one specialised graph per batch shape, none made dynamic
+            self.net.compile(mode=mode, dynamic=False)
         else:  # the model summary's FLOPs come from a forward of this batch (a compiled net would compile for it)
             self.example_input_array = torch.zeros(1, 32, 32, model.get("in_channels", 3)).permute(0, 3, 1, 2)  # NHWC
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
@@ -89,7 +92,20 @@ class BlockClassifier(L.LightningModule):
         return ["train/loss", "train/acc", *(f"{s}/{m}" for s in eval_splits for m in ("loss", "acc", "acc_best"))]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        logits = self.net(x)
+        # a CUDA graph's outputs live in memory its next replay overwrites: TTA keeps the plain logits over its
+        # further passes, and a caller may keep them longer still
+        return logits.clone() if self.cuda_graphs else logits
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        if self.cuda_graphs:  # a new step: the graphs may reuse the memory of the last step's outputs
+            torch.compiler.cudagraph_mark_step_begin()
+
+    def on_validation_batch_start(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.on_train_batch_start(batch, batch_idx)
+
+    def on_test_batch_start(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.on_train_batch_start(batch, batch_idx)
 
     def _step(self, batch, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and accuracy of one batch, logged as epoch means under ``split``; returns (loss, logits)."""
