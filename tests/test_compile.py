@@ -3,16 +3,22 @@ training loader's drop_last keeps every batch one shape for the compiled graphs.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from cifar_lit.callbacks.tensorboard_extras import TensorBoardExtras
 from cifar_lit.data.loaders import ResidentLoader
 from cifar_lit.hydra_ext.instantiate import build_module, instantiate
 from tests.conftest import SMALL_BLOCKS, compose_train, synthetic_overrides
 
 
-def fitted_weights(overrides: list[str]) -> dict[str, torch.Tensor]:
+def fitted_weights(overrides: list[str], log_dir: Path) -> dict[str, torch.Tensor]:
+    """The network's weights after two epochs; its TensorBoard events (with the gate histograms) in ``log_dir``."""
     cfg = compose_train(overrides)
     L.seed_everything(3)
     module = build_module(cfg)
@@ -20,7 +26,8 @@ def fitted_weights(overrides: list[str]) -> dict[str, torch.Tensor]:
         max_epochs=2,
         accelerator="cpu",
         precision="32-true",
-        logger=False,
+        logger=TensorBoardLogger(log_dir, name="", version="", default_hp_metric=False),
+        callbacks=[TensorBoardExtras()],
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -42,9 +49,13 @@ def test_compiled_training_equals_eager(synthetic_root, tmp_path):
         "model.classifier.dropout=0",  # compiled code draws dropout masks from its own generator
         "optimizer=sgd",  # RMSprop's first steps are ~lr x sign(gradient): rounding flips the sign of tiny gradients
     ]
-    eager = fitted_weights([*overrides, "compile=false"])
+    eager = fitted_weights([*overrides, "compile=false"], tmp_path / "eager")
     torch._dynamo.reset()
-    compiled = fitted_weights([*overrides, "compile=true"])
+    compiled = fitted_weights([*overrides, "compile=true"], tmp_path / "compiled")
+    for run in ("eager", "compiled"):  # the compiled net's gates come from an eager pass (no hooks in its graphs)
+        events = EventAccumulator(str(tmp_path / run))
+        events.Reload()
+        assert {"weights/block0/branch0", "weights/block1/branch2"} <= set(events.Tags()["scalars"]), run
     assert eager.keys() == compiled.keys()
     moved = [name for name, w in eager.items() if w.is_floating_point() and "weight" in name]
     assert moved  # the comparison below covers the filters, gates, BatchNorm and head

@@ -5,7 +5,8 @@ gets wrong.
   weights, written once when fit starts.
 * ``weights/block{i}/branch{k}`` (scalars) and ``weights/block{i}`` (HISTOGRAMS), every validation epoch: the mean over
   the validation images of block i's branch weight a_k = g(Linear(pool X))_k, and the distribution of all its
-  branch weights, read by forward hooks on the blocks' gate activations (no extra forward pass). Whether the K
+  branch weights, read by forward hooks on the blocks' gate activations (no extra forward pass; a compiled network:
+  from an eager pass of the first validation batch). Whether the K
   branches stay distinct or collapse to one shows here first. "weights" sorts after train/val/test: TensorBoard
   lists the card groups alphabetically, and the metrics come first.
 * ``{val,test}/confusion_matrix`` and ``{val,test}/misclassified`` (IMAGES tab): the confusion matrix of a whole split
@@ -49,6 +50,15 @@ def custom_scalars_layout(blocks: int) -> dict[str, dict[str, list]]:
     }
 
 
+def blocks_of(net: torch.nn.Module) -> list[Block]:
+    return [m for m in net.modules() if isinstance(m, Block)]
+
+
+def is_compiled(net: torch.nn.Module) -> bool:
+    """Whether ``net.compile()`` compiled the module (its calls, hooks included, run through torch.compile)."""
+    return getattr(net, "_compiled_call_impl", None) is not None
+
+
 class TensorBoardExtras(L.Callback):
     """The custom-scalars layout; branch weights per validation epoch; confusion matrix and misclassified images per
     evaluated split. Everything at the epoch, the x axis of the run's scalars (``cifar_lit.training.epoch_logger``)."""
@@ -57,7 +67,7 @@ class TensorBoardExtras(L.Callback):
         self.max_images, self.gate_histograms = max_images, gate_histograms
         self._gates: dict[int, list[torch.Tensor]] = {}
         self._hooks: list[RemovableHandle] = []
-        self._logits: torch.Tensor | None = None
+        self._attached = False  # between an evaluation epoch's start and its end
         self._confusion: MulticlassConfusionMatrix | None = None
         self._wrong: list[tuple[torch.Tensor, int, int]] = []
         self._collecting = False
@@ -66,31 +76,40 @@ class TensorBoardExtras(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer = _tensorboard(trainer)
         if writer is not None and trainer.is_global_zero:
-            blocks = sum(isinstance(m, Block) for m in getattr(pl_module, "net", pl_module).modules())
-            writer.add_custom_scalars(custom_scalars_layout(blocks))
+            writer.add_custom_scalars(custom_scalars_layout(len(blocks_of(getattr(pl_module, "net", pl_module)))))
 
     # ----------------------------------------------------------------------------------------------- hooks
     def _attach(self, trainer: L.Trainer, pl_module: L.LightningModule, gates: bool) -> None:
-        """Hook the network's output (for predictions) and, when asked, every block's gate activation."""
+        """A fresh confusion matrix and, when asked, hooks on every block's gate activation. A compiled network
+        gets no hooks: its graphs would be recompiled for each set (one per epoch); its gates are read from an
+        eager pass of each epoch's first validation batch instead (``_eager_gates``)."""
         self._detach()
-        self._wrong, self._logits = [], None
-        self._confusion = MulticlassConfusionMatrix(len(CLASSES)).to(pl_module.device)
+        self._wrong = []
+        self._confusion = MulticlassConfusionMatrix(len(CLASSES), validate_args=False).to(pl_module.device)
         net = getattr(pl_module, "net", pl_module)
-        self._hooks.append(net.register_forward_hook(self._keep_logits))
-        blocks = [m for m in net.modules() if isinstance(m, Block)]
         if gates and self.gate_histograms and trainer.is_global_zero:
-            self._gates = {i: [] for i in range(len(blocks))}
-            for i, block in enumerate(blocks):
-                self._hooks.append(block.gate_activation.register_forward_hook(self._gate_hook(i)))
+            self._gates = {i: [] for i in range(len(blocks_of(net)))}
+            if not is_compiled(net):
+                self._hook_gates(net)
+        self._attached = True
+
+    def _hook_gates(self, net: torch.nn.Module) -> None:
+        for i, block in enumerate(blocks_of(net)):
+            self._hooks.append(block.gate_activation.register_forward_hook(self._gate_hook(i)))
+
+    def _eager_gates(self, net: torch.nn.Module, images: torch.Tensor) -> None:
+        """The gates of one batch through the network's uncompiled forward (its blocks are not compiled alone)."""
+        self._hook_gates(net)
+        try:
+            with torch.no_grad():
+                net.forward(images)
+        finally:
+            self._detach()
 
     def _detach(self) -> None:
         for handle in self._hooks:
             handle.remove()
         self._hooks = []
-
-    def _keep_logits(self, module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
-        if self._logits is None:  # the plain pass; later passes of the batch are test-time augmentation views
-            self._logits = output.detach()
 
     def _gate_hook(self, index: int):
         def hook(module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
@@ -99,17 +118,17 @@ class TensorBoardExtras(L.Callback):
 
         return hook
 
-    def _collect(self, trainer: L.Trainer, batch: Any, first_loader: bool) -> None:
-        """Confusion counts of the batch (all ranks) and, on rank 0, its misclassified images."""
-        if not first_loader or self._logits is None or self._confusion is None:
+    def _collect(self, trainer: L.Trainer, logits: Any, batch: Any, first_loader: bool) -> None:
+        """Confusion counts of the batch (all ranks) and, on rank 0, its misclassified images. ``logits`` is what
+        the step returned: the plain prediction (with TTA the further views are not what the image shows)."""
+        if not first_loader or not isinstance(logits, torch.Tensor) or self._confusion is None:
             return
         x, y = batch
-        pred = self._logits.argmax(dim=1)
+        pred = logits.argmax(dim=1)
         self._confusion.update(pred, y)
         if trainer.is_global_zero and len(self._wrong) < self.max_images:
             for i in torch.nonzero(pred != y).flatten()[: self.max_images - len(self._wrong)].tolist():
                 self._wrong.append((x[i].detach().float().cpu(), int(y[i]), int(pred[i])))
-        self._logits = None
 
     # ----------------------------------------------------------------------------------------- validation
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -119,18 +138,22 @@ class TensorBoardExtras(L.Callback):
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx: int = 0) -> None:
         self._collecting = dataloader_idx == 0  # the val split; with data.test_every_epoch the test split is idx 1
-        self._logits = None
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx: int = 0) -> None:
-        if self._hooks:
-            self._collect(trainer, batch, dataloader_idx == 0)
+        if not self._attached:
+            return
+        net = getattr(pl_module, "net", pl_module)
+        if self._gates and is_compiled(net) and batch_idx == 0 and dataloader_idx == 0:
+            self._eager_gates(net, batch[0])
+        self._collect(trainer, outputs, batch, dataloader_idx == 0)
 
     def _finish(self) -> torch.Tensor | None:
         """Unhook the network and return the split's confusion matrix (None when nothing was collected). A
         collective under DDP: every rank gets here."""
-        if not self._hooks:
+        if not self._attached:
             return None
         self._detach()
+        self._attached = False
         return self._confusion.compute().cpu()
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -159,12 +182,9 @@ class TensorBoardExtras(L.Callback):
         if _tensorboard(trainer) is not None:
             self._attach(trainer, pl_module, gates=False)
 
-    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx: int = 0) -> None:
-        self._logits = None
-
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx: int = 0) -> None:
-        if self._hooks:
-            self._collect(trainer, batch, dataloader_idx == 0)
+        if self._attached:
+            self._collect(trainer, outputs, batch, dataloader_idx == 0)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         matrix = self._finish()

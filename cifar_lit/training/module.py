@@ -78,12 +78,19 @@ class BlockClassifier(L.LightningModule):
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.tta = check_tta(tta)
         num_classes = model.get("num_classes", 10)
-        # ModuleDict keys cannot be "train" (a Module method), hence the "_acc" suffix
+        # ModuleDict keys cannot be "train" (a Module method), hence the "_acc" suffix. validate_args=False: the
+        # check counts the labels' unique values every step, which waits for the GPU (the labels are the data
+        # set's own, checked when it is read)
         self.accuracy = nn.ModuleDict(
-            {f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in ("train", *EVAL_SPLITS, "tta")}
+            {
+                f"{s}_acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+                for s in ("train", *EVAL_SPLITS, "tta")
+            }
         )
         self.best_accuracy = nn.ModuleDict({f"{s}_acc": MaxMetric() for s in EVAL_SPLITS})
-        self.confusion = MulticlassConfusionMatrix(num_classes)  # filled by test_step, read by cifar_lit.eval
+        self.confusion = MulticlassConfusionMatrix(
+            num_classes, validate_args=False
+        )  # filled by test_step, read by cifar_lit.eval
 
     @staticmethod
     def epoch_metrics(eval_splits: list[str]) -> list[str]:
@@ -129,17 +136,20 @@ class BlockClassifier(L.LightningModule):
             )
         return loss
 
-    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._step(batch, self.eval_splits[dataloader_idx])
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        """Returns the logits, for callbacks (``on_validation_batch_end``'s outputs)."""
+        return self._step(batch, self.eval_splits[dataloader_idx])[1]
 
-    def test_step(self, batch, batch_idx: int) -> None:
+    def test_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """Returns the plain logits (not the TTA prediction), for callbacks."""
         _, logits = self._step(batch, "test")
         if self.tta != "none":
             x, y = batch
             self.accuracy["tta_acc"](tta_logits(self, x, self.tta, plain=logits), y)
             kwargs = dict(on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
             self.log("test/acc_tta", self.accuracy["tta_acc"], **kwargs)
-        self.confusion(logits, batch[1])
+        self.confusion.update(logits, batch[1])
+        return logits
 
     def setup(self, stage: str) -> None:
         """Fit a whitening stem to the training images before the first step (a resumed run then loads the
