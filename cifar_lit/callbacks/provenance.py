@@ -100,7 +100,9 @@ def cpu_name() -> str:
 
 
 def device_info(trainer: L.Trainer) -> dict[str, Any]:
-    """Where the run computes: accelerator type, device name, devices per node, nodes, strategy and precision."""
+    """Where the run computes: accelerator type, device name, devices per node, nodes, strategy and precision, and
+    the ``CUDA_VISIBLE_DEVICES`` the process started with (None when unset): which GPU ``cuda:0`` was, e.g. in a
+    sweep of hydra/launcher=packed."""
     device = trainer.strategy.root_device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {
@@ -110,6 +112,7 @@ def device_info(trainer: L.Trainer) -> dict[str, Any]:
         "nodes": trainer.num_nodes,
         "strategy": type(trainer.strategy).__name__,
         "precision": str(trainer.precision),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
 
 

@@ -60,22 +60,27 @@ def missing_extra(args: Sequence[str]) -> str | None:
     return None
 
 
-def expose_project_plugins() -> None:
-    """Lets Hydra's plugin scan find the project's own sweeper (``hydra_plugins/cifar_lit_optuna_sweeper``) under an
-    editable install. The scan lists the folders of the ``hydra_plugins`` namespace (pkgutil over its ``__path__``);
-    ``pip install -e`` reaches the plugin through an import hook the scan cannot list, so ``hparams_search=optuna``
-    worked only from the checkout's root, which ``python -m`` puts on sys.path. A wheel installs a real folder."""
-    try:
-        spec = importlib.util.find_spec("hydra_plugins.cifar_lit_optuna_sweeper")
-    except ModuleNotFoundError:  # no hydra_plugins namespace at all
-        return
-    if spec is None or spec.origin is None:
-        return
-    import hydra_plugins
+PROJECT_PLUGINS = ("hydra_plugins.cifar_lit_optuna_sweeper", "hydra_plugins.cifar_lit_packed_launcher")
 
-    folder = str(Path(spec.origin).parents[1])
-    if folder not in list(hydra_plugins.__path__):
-        hydra_plugins.__path__.append(folder)
+
+def expose_project_plugins() -> None:
+    """Lets Hydra's plugin scan find the project's own plugins (``PROJECT_PLUGINS``: the Optuna sweeper, the packed
+    launcher) under an editable install. The scan lists the folders of the ``hydra_plugins`` namespace (pkgutil
+    over its ``__path__``); ``pip install -e`` reaches the plugins through an import hook the scan cannot list, so
+    ``hparams_search=optuna`` worked only from the checkout's root, which ``python -m`` puts on sys.path. A wheel
+    installs a real folder."""
+    for plugin in PROJECT_PLUGINS:
+        try:
+            spec = importlib.util.find_spec(plugin)
+        except ModuleNotFoundError:  # no hydra_plugins namespace at all
+            return
+        if spec is None or spec.origin is None:
+            continue
+        import hydra_plugins
+
+        folder = str(Path(spec.origin).parents[1])
+        if folder not in list(hydra_plugins.__path__):
+            hydra_plugins.__path__.append(folder)
 
 
 def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[..., Any]]:
