@@ -65,20 +65,20 @@ def measure(path: str, args: argparse.Namespace, extra: tuple[str, ...] = ()) ->
 
 def time_overhead(args: argparse.Namespace, modes: list[str]) -> None:
     """End-to-end images/s (Lightning loop, resident data) against the model alone, per compile setting, each
-    measured ``--rounds`` times in its own process (a compiled graph starts cold in each); medians printed."""
-    rates: dict[str, dict[str, list[float]]] = {mode: {"model": [], "project": []} for mode in modes}
-    for _ in range(args.rounds):
-        for mode in modes:
-            for path in ("model", "project"):
-                rates[mode][path].append(measure(path, args, (f"compile={mode}",))["images_per_s"])
+    measured ``--rounds`` times in its own process (a compiled graph starts cold in each); medians printed, a line
+    per setting as soon as it is measured (a time limit cut short still leaves the settings done)."""
     cfg = compose(args.overrides)
     print(
         f"config: {' '.join(args.overrides) or '(defaults)'}; batch {cfg.data.batch_size}, "
         f"{args.steps} timed steps after {args.warmup}, {args.rounds} rounds, device {peak_device()}"
     )
-    print(f"{'compile':28s} {'model alone':>12s} {'end to end':>12s}  ratio  (images/s, medians)")
-    for mode, paths in rates.items():
-        model, project = (statistics.median(paths[p]) for p in ("model", "project"))
+    print(f"{'compile':28s} {'model alone':>12s} {'end to end':>12s}  ratio  (images/s, medians)", flush=True)
+    for mode in modes:
+        rates: dict[str, list[float]] = {"model": [], "project": []}
+        for _ in range(args.rounds):
+            for path in rates:
+                rates[path].append(measure(path, args, (f"compile={mode}",))["images_per_s"])
+        model, project = (statistics.median(rates[p]) for p in ("model", "project"))
         print(f"{mode:28s} {model:12.1f} {project:12.1f}  {project / model:5.2f}", flush=True)
 
 

@@ -22,9 +22,22 @@ quiet() { grep -v -E "Warning|warnings.warn|^\s*$" | tee -a "$1" | tail -"${2:-2
 
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-for part in .gpu_p*/; do cp -r "$part". /tmp/parts/; done
+for part in .gpu_p*/; do [ -d "$part" ] && cp -r "$part". /tmp/parts/; done
 GPU="trainer=gpu callbacks.progress_bar=null data.eval_batch_size=1000"
 COMPILED="compile=true data.drop_last=true"
+
+grid() {  # 5. the 12-cell grid, one job at a time, then packed (GRID_EPOCHS epochs of 10,000 images a cell)
+  GRID="model=four_blocks optimizer.lr=0.003,0.001,0.0003,0.0001 data.batch_size=64,128,256"
+  GRID="$GRID trainer.max_epochs=${GRID_EPOCHS:-2} data.subset=10000 data.val_size=1000 test=false"
+  step "5. 12-cell grid, one job at a time"
+  timeout "${GRID_LIMIT:-120}" python3 -m cifar_lit.train -m $GPU $DATA $GRID hydra.sweep.dir=outputs/gpu/grid_sequential \
+    2>&1 | quiet "$OUT/grid.txt" 18
+  save
+  step "5b. the same grid packed, 6 jobs at once"
+  timeout "${PACKED_LIMIT:-80}" python3 -m cifar_lit.train -m $GPU $DATA $GRID hydra/launcher=packed \
+    hydra.launcher.jobs_per_device=6 hydra.sweep.dir=outputs/gpu/grid_packed 2>&1 | quiet "$OUT/grid.txt" 18
+  save
+}
 
 if [ "$STAGE" = synthetic ]; then
   step "machine"
@@ -37,21 +50,23 @@ if [ "$STAGE" = synthetic ]; then
   DATA="data.cache_dir=/tmp/cache"
 
   step "1. end to end vs model alone, four_blocks batch 128"
-  timeout 150 python3 -m cifar_lit.bench trainer=gpu $DATA data.drop_last=true --overhead false,reduce-overhead \
-    --steps 150 --warmup 30 --rounds 1 2>&1 | quiet "$OUT/overhead.txt"
+  timeout "${OVERHEAD_LIMIT:-130}" python3 -m cifar_lit.bench trainer=gpu $DATA data.drop_last=true --overhead false,reduce-overhead \
+    --steps 100 --warmup 20 --rounds 1 2>&1 | quiet "$OUT/overhead.txt"
 
   step "2. four_blocks, 40 epochs, compiled"
-  timeout 170 python3 -m cifar_lit.train $GPU $COMPILED $DATA hydra.run.dir=outputs/gpu/four_blocks_e40_compiled \
+  timeout "${E40_LIMIT:-170}" python3 -m cifar_lit.train $GPU $COMPILED $DATA hydra.run.dir=outputs/gpu/four_blocks_e40_compiled \
     2>&1 | quiet "$OUT/four_blocks_e40.txt" 8
   if ! grep -q '"status": "finished"' outputs/gpu/four_blocks_e40_compiled/run.json 2>/dev/null; then
     step "2b. four_blocks, 10 epochs, eager (the compiled run did not finish)"
-    timeout 70 python3 -m cifar_lit.train $GPU $DATA trainer.max_epochs=10 hydra.run.dir=outputs/gpu/four_blocks_e10_eager \
+    [ "${FALLBACK:-1}" = 1 ] && timeout 70 python3 -m cifar_lit.train $GPU $DATA trainer.max_epochs=10 hydra.run.dir=outputs/gpu/four_blocks_e10_eager \
       2>&1 | quiet "$OUT/four_blocks_e40.txt" 8
   fi
   save
 
+  [ "${GRID_ON_SYNTHETIC:-0}" = 1 ] && grid  # when there is no second call for the real data
+  [ "${PROFILE:-1}" = 1 ] || { step "done"; save; exit 0; }
   step "3. profile of 3 compiled epochs (Lightning's SimpleProfiler)"
-  timeout 60 python3 -m cifar_lit.train $GPU $COMPILED $DATA trainer.max_epochs=3 trainer.profiler=simple test=false \
+  timeout 45 python3 -m cifar_lit.train $GPU $COMPILED $DATA trainer.max_epochs=3 trainer.profiler=simple test=false \
     hydra.run.dir=outputs/gpu/four_blocks_profile 2>&1 | quiet "$OUT/profile.txt" 40
   save
 else
@@ -71,15 +86,7 @@ print(int(r['wall_time_s']) if r['status'] == 'finished' else 999)" 2>/dev/null 
     hydra.sweep.dir=outputs/gpu/fast94_seeds 2>&1 | quiet "$OUT/fast94.txt" 12
   save
 
-  GRID="model=four_blocks optimizer.lr=0.003,0.001,0.0003,0.0001 data.batch_size=64,128,256 trainer.max_epochs=2"
-  GRID="$GRID data.subset=10000 data.val_size=1000 test=false"
-  step "5. 12-cell grid, one job at a time"
-  timeout 120 python3 -m cifar_lit.train -m $GPU $DATA $GRID hydra.sweep.dir=outputs/gpu/grid_sequential \
-    2>&1 | quiet "$OUT/grid.txt" 18
-  save
-  step "5b. the same grid packed, 6 jobs at once"
-  timeout 80 python3 -m cifar_lit.train -m $GPU $DATA $GRID hydra/launcher=packed hydra.launcher.jobs_per_device=6 \
-    hydra.sweep.dir=outputs/gpu/grid_packed 2>&1 | quiet "$OUT/grid.txt" 18
+  grid
 fi
 step "done"
 save

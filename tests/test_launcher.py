@@ -112,6 +112,35 @@ def test_sigterm_to_the_launcher_stops_its_jobs(tmp_path):
         assert not Path(f"/proc/{pid}").exists(), f"job process {pid} still runs"
 
 
+def test_ctrl_c_to_the_whole_terminal_group_while_jobs_start_ends_cleanly(tmp_path):
+    """Ctrl+C (or ``timeout``) signals the launcher and its jobs at once, here while the jobs are still starting: the
+    launcher exits as stopped, with no traceback (it crashed writing a dead job's overrides into a ``.hydra`` folder
+    not made yet, on a GPU machine, 2026-12-04), and marks no job failed: they were stopped with the sweep."""
+    process = subprocess.Popen(
+        app_command(*TWO_SLOTS, "fate=sleep,sleep", f"hydra.sweep.dir={tmp_path}"),
+        cwd=ROOT,
+        env=CLI_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    try:
+        for line in process.stdout:  # the launcher logs each job as it starts its process
+            if "-> slot 1" in line:
+                break
+        time.sleep(0.5)  # the launcher now waits on its jobs, which are still starting (imports: seconds to go)
+        os.killpg(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    for job in ("0", "1"):
+        assert not (tmp_path / job / "job.json").exists()  # the task never ran
+        assert not (tmp_path / job / "FAILED.txt").exists()
+
+
 def test_an_optuna_search_runs_its_trials_through_the_packed_launcher(tmp_path):
     """hydra/sweeper=cifar_lit_optuna with n_jobs=2: the two trials run at once, one a slot, and the study gets
     each trial's returned value."""

@@ -129,6 +129,7 @@ def died_job_return(job: RunningJob) -> JobReturn:
     with (job.job_dir / FAILURE_FILE).open("a") as file:  # after what the job wrote there, if anything
         file.write(f"JobProcessDied: {message} (hydra/launcher=packed)\n")
     if not (job.job_dir / ".hydra").exists():  # died before run_job wrote it: the summary lists jobs that have it
+        (job.job_dir / ".hydra").mkdir()
         OmegaConf.save(job.config.hydra.overrides.task, job.job_dir / ".hydra" / "overrides.yaml")
     ret = JobReturn(overrides=list(job.overrides), working_dir=str(job.job_dir), status=JobStatus.COMPLETED)
     ret.cfg = OmegaConf.create({k: v for k, v in job.config.items_ex(resolve=False) if k != "hydra"})
@@ -201,7 +202,10 @@ class PackedLauncher:
                     running[job.process.sentinel] = job
                 if stop.is_set():
                     raise SystemExit(128 + signal.SIGTERM)
-                for job in self.wait(running):
+                ended = self.wait(running)
+                if stop.is_set():  # a signal to the whole group (Ctrl+C, timeout) ended them: stopped, not failed
+                    raise SystemExit(128 + signal.SIGTERM)
+                for job in ended:
                     del running[job.process.sentinel]
                     free = sorted([*free, job.slot], key=lambda slot: slot.index)
                     done[job.idx] = job.result if job.result is not None else died_job_return(job)
