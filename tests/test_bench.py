@@ -11,6 +11,7 @@ from cifar_lit.bench import worker
 from cifar_lit.benchmarks.kernels import block_conv_shapes, time_conv_floor, time_eval_batches, time_forms
 from cifar_lit.hydra_ext.instantiate import plain
 from cifar_lit.network.model import BlockNetwork
+from cifar_lit.training.precision import resolve_precision
 from tests.conftest import TINY_BLOCKS, compose_train, synthetic_overrides
 
 
@@ -59,7 +60,8 @@ def test_conv_floor_times_the_step_and_its_convolutions(capsys):
     cfg = compose_train(["model=two_blocks", f"model.blocks={TINY_BLOCKS}", "data.batch_size=4"])
     time_conv_floor(cfg, steps=2, warmup=1, rounds=2)
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("device: cpu, batch 4, bf16, channels_last,")
+    precision = "bf16" if resolve_precision("auto", "cpu") == "bf16-mixed" else "fp32"  # the default's choice here
+    assert lines[0].startswith(f"device: cpu, batch 4, {precision}, channels_last,")
     assert [line.split(" s per")[0].rsplit(" ", 1)[0].strip() for line in lines[1:3]] == [
         "network training step",
         "3x3 convolutions alone",

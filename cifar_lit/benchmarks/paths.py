@@ -14,7 +14,7 @@ from omegaconf import DictConfig, open_dict
 from torch.utils.data import DataLoader
 
 from cifar_lit.data.loaders import PerImageDataset
-from cifar_lit.hydra_ext.instantiate import build_module, instantiate, plain
+from cifar_lit.hydra_ext.instantiate import build_module, instantiate, instantiate_trainer, plain
 from cifar_lit.network.model import BlockNetwork
 from cifar_lit.training.optim import build_optimizer
 from cifar_lit.training.process import keep_freed_memory
@@ -61,7 +61,7 @@ def run_project(cfg: DictConfig, warmup: int, steps: int) -> float:
     timer = StepTimer(warmup)
     with open_dict(cfg):
         cfg.trainer.default_root_dir = "."
-    trainer: L.Trainer = instantiate(
+    trainer: L.Trainer = instantiate_trainer(  # precision=auto resolved in cfg: the worker reports what ran
         cfg.trainer,
         max_epochs=-1,
         max_steps=warmup + steps,
