@@ -124,7 +124,7 @@ def test_an_explicit_precision_wins(monkeypatch, tmp_path, device, value):
     assert resolved == value and type(resolved) is type(value)
 
 
-@pytest.mark.parametrize("value", ["fp32", "bf16-mixd", 8, "AUTO", None])
+@pytest.mark.parametrize("value", ["fp32", "bf16-mixd", 8, 32.0, True, "AUTO", None])
 def test_a_wrong_precision_is_a_one_line_config_error(value):
     with pytest.raises(ConfigError) as caught:
         resolve_precision(value, "cpu")

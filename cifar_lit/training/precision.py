@@ -107,7 +107,8 @@ def choose_precision(accelerator: Any) -> tuple[str, str]:
 
 def check_precision(precision: Any) -> None:
     """A one-line ``ConfigError`` unless ``precision`` is ``auto`` or a precision Lightning knows."""
-    if precision != AUTO and precision not in LIGHTNING_PRECISIONS:
+    known = isinstance(precision, str | int) and not isinstance(precision, bool) and precision in LIGHTNING_PRECISIONS
+    if precision != AUTO and not known:  # (32.0 == 32 and True == 1: the types are checked too)
         accepted = ", ".join(str(p) for p in (AUTO, *LIGHTNING_PRECISIONS) if not isinstance(p, int))
         raise ConfigError(f"trainer.precision={precision} is not a precision; use one of: {accepted}")
 
