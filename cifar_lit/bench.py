@@ -10,9 +10,11 @@ project for ``--rounds`` pairs; a run times ``--steps`` optimizer steps after ``
 included. The median of each path is reported; the last line is ``speedup: X.XX`` (project / reference images/s).
 On a machine with a GPU both paths train there (the reference copies each batch from its DataLoader to it).
 
-Other modes: ``--forms`` (every block form x precision x layout, model only), ``--conv-floor`` (a model-only step
-against its Blocks' 3x3 convolutions alone: how much of a step kernel fusion could remove at most) and
-``--eval-batches`` (evaluation time per batch size).
+Other modes: ``--precision`` (the project path under ``trainer.precision=auto``'s choice against the other
+precisions for this device; last line ``auto: <choice>, X.XX x the fastest (<precision>)``), ``--forms`` (every
+block form x precision x layout, model only), ``--conv-floor`` (a model-only step against its Blocks' 3x3
+convolutions alone: how much of a step kernel fusion could remove at most) and ``--eval-batches`` (evaluation time
+per batch size).
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ import torch
 from omegaconf import DictConfig
 
 from cifar_lit.benchmarks.kernels import time_conv_floor, time_eval_batches, time_forms
-from cifar_lit.benchmarks.paths import peak_memory_mb, run_model, run_project, run_reference
+from cifar_lit.benchmarks.overhead import compare_overhead
+from cifar_lit.benchmarks.paths import default_device, peak_memory_mb, run_model, run_project, run_reference
+from cifar_lit.benchmarks.precision import compare_precisions
 
 WORKERS = {"reference": run_reference, "project": run_project, "model": run_model}
 
@@ -50,11 +54,12 @@ def worker(path: str, overrides: list[str], warmup: int, steps: int) -> dict[str
         "path": path,
         "images_per_s": steps * cfg.data.batch_size / seconds,
         "peak_memory_mb": peak_memory_mb(),
-        "precision": "32" if path == "reference" else str(cfg.trainer.precision),
+        "precision": "32" if path == "reference" else str(cfg.trainer.precision),  # auto: as run_project chose
     }
 
 
-def measure(path: str, args: argparse.Namespace, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+def measure(path: str, args: argparse.Namespace, *extra: str) -> dict[str, Any]:
+    """One timed run of ``path`` in its own process, with ``args.overrides`` and then ``extra``."""
     cmd = [sys.executable, "-m", "cifar_lit.bench", "--worker", path, "--warmup", str(args.warmup)]
     cmd += ["--steps", str(args.steps), *args.overrides, *extra]
     result = subprocess.run(cmd, capture_output=True, text=True)
@@ -63,27 +68,13 @@ def measure(path: str, args: argparse.Namespace, extra: tuple[str, ...] = ()) ->
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def time_overhead(args: argparse.Namespace, modes: list[str]) -> None:
-    """End-to-end images/s (Lightning loop, resident data) against the model alone, per compile setting, each
-    measured ``--rounds`` times in its own process (a compiled graph starts cold in each); medians printed, a line
-    per setting as soon as it is measured (a time limit cut short still leaves the settings done)."""
-    cfg = compose(args.overrides)
-    print(
+def config_line(cfg: DictConfig, args: argparse.Namespace) -> str:
+    """What was timed: the overrides, batch size, steps, rounds and threads."""
+    return (
         f"config: {' '.join(args.overrides) or '(defaults)'}; batch {cfg.data.batch_size}, "
-        f"{args.steps} timed steps after {args.warmup}, {args.rounds} rounds, device {peak_device()}"
+        f"{args.steps} timed steps after {args.warmup}, {args.rounds} rounds; {torch.get_num_threads()} threads; "
+        f"device {torch.cuda.get_device_name() if default_device().type == 'cuda' else 'cpu'}"
     )
-    print(f"{'compile':28s} {'model alone':>12s} {'end to end':>12s}  ratio  (images/s, medians)", flush=True)
-    for mode in modes:
-        rates: dict[str, list[float]] = {"model": [], "project": []}
-        for _ in range(args.rounds):
-            for path in rates:
-                rates[path].append(measure(path, args, (f"compile={mode}",))["images_per_s"])
-        model, project = (statistics.median(rates[p]) for p in ("model", "project"))
-        print(f"{mode:28s} {model:12.1f} {project:12.1f}  {project / model:5.2f}", flush=True)
-
-
-def peak_device() -> str:
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -91,7 +82,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the train config, e.g. model=two_blocks")
     parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps per run")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
-    parser.add_argument("--rounds", type=int, default=2, help="reference/project pairs, alternated")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="rounds of alternated runs (each path, or each precision)"
+    )
+    parser.add_argument(
+        "--precision", action="store_true", help="time the project path under precision=auto and the other precisions"
+    )
     parser.add_argument("--forms", action="store_true", help="time the block forms (model only; GPU if any) instead")
     parser.add_argument(
         "--conv-floor", action="store_true", help="time a model-only step against its 3x3 convolutions alone instead"
@@ -114,10 +110,22 @@ def main(argv: list[str] | None = None) -> None:
         time_eval_batches(compose(args.overrides), [int(b) for b in args.eval_batches.split(",")], args.rounds)
         return
     if args.overhead:
-        time_overhead(args, args.overhead.split(","))
+        print(config_line(compose(args.overrides), args), flush=True)
+        compare_overhead(
+            args.overhead.split(","), args.rounds, lambda path, mode: measure(path, args, f"compile={mode}")
+        )
         return
     if args.worker:
         print(json.dumps(worker(args.worker, args.overrides, args.warmup, args.steps)))
+        return
+    if args.precision:
+        cfg = compose(args.overrides)
+        print(config_line(cfg, args), flush=True)
+        compare_precisions(
+            str(cfg.trainer.accelerator),
+            args.rounds,
+            lambda value: measure("project", args, f"trainer.precision={value}"),
+        )
         return
     runs: dict[str, list[dict[str, Any]]] = {"reference": [], "project": []}
     for round_index in range(args.rounds):
@@ -131,11 +139,7 @@ def main(argv: list[str] | None = None) -> None:
             )
     speed = {path: statistics.median(r["images_per_s"] for r in rs) for path, rs in runs.items()}
     memory = {path: max(r["peak_memory_mb"] for r in rs) for path, rs in runs.items()}
-    cfg = compose(args.overrides)
-    print(
-        f"config: {' '.join(args.overrides) or '(defaults)'}; batch {cfg.data.batch_size}, "
-        f"{args.steps} timed steps after {args.warmup}, {args.rounds} rounds; {torch.get_num_threads()} threads"
-    )
+    print(config_line(compose(args.overrides), args))
     for path in runs:
         print(f"{path:9s} median {speed[path]:8.1f} images/s, peak memory {memory[path]:7.0f} MiB")
     print(f"speedup: {speed['project'] / speed['reference']:.2f}")

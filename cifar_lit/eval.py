@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from cifar_lit.data.source import CLASSES
 from cifar_lit.hydra_ext.entry import entry_point
-from cifar_lit.hydra_ext.instantiate import instantiate
+from cifar_lit.hydra_ext.instantiate import instantiate, instantiate_trainer
 from cifar_lit.hydra_ext.runner import run_cli
 from cifar_lit.reporting.confusion import per_class_accuracy, write_confusion
 from cifar_lit.reporting.console import print_metrics
@@ -32,7 +32,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("tta") is not None:  # else the checkpoint's own setting
         module.tta = check_tta(cfg.tta)
     datamodule = instantiate(cfg.data)
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=False)
+    trainer: L.Trainer = instantiate_trainer(cfg.trainer, logger=False)
     # ckpt_path: Lightning also restores the datamodule's state, i.e. the normalisation the model was trained with
     metrics = trainer.test(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True, verbose=False)[0]
     confusion = module.confusion.compute()

@@ -20,6 +20,7 @@ from cifar_lit.hydra_ext.instantiate import build_module, instantiate, instantia
 from cifar_lit.hydra_ext.runner import run_cli
 from cifar_lit.reporting.console import print_config_tree, print_metrics
 from cifar_lit.training.module import check_monitor
+from cifar_lit.training.precision import resolve_trainer_precision
 from cifar_lit.training.process import keep_freed_memory, seed_run, set_threads
 from cifar_lit.training.resume import logger_step, resolve_ckpt_path, resume_hint, with_purge_step
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and test as ``cfg`` says; returns the final metrics (floats)."""
+    requested_precision = resolve_trainer_precision(cfg.trainer)  # auto -> what runs, in cfg before it is recorded
     print_config_tree(cfg)
     set_threads(cfg.get("threads"))
     keep_freed_memory(cfg.get("keep_freed_memory", True))
@@ -39,6 +41,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     for callback in callbacks:
         if isinstance(callback, RunProvenance):
             callback.config = cfg  # run.json and the TensorBoard hparams record the whole composed config
+            callback.precision_requested = requested_precision
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), callbacks)
     loggers = cfg.get("logger")
     if ckpt_path is not None and ckpt_path != "hpc":

@@ -18,6 +18,7 @@ DATA_CASES = {
 VALUE_CASES = {
     "missing data dir": ("train", ["data.root={tmp}/nowhere"], "{tmp}/nowhere"),
     "negative lr": ("train", ["optimizer.lr=-1"], "optimizer.lr"),
+    "unknown precision": ("train", ["trainer.precision=fp16"], "trainer.precision=fp16"),
     "zero batch size": ("train", ["data.batch_size=0"], "data.batch_size"),
     "dropout above 1": ("train", ["model.classifier.dropout=1.5"], "model.classifier.dropout"),
     "no branches (K=0)": ("train", ["model.num_branches=0"], "model.num_branches"),

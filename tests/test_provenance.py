@@ -24,6 +24,7 @@ from cifar_lit.callbacks.provenance import RUN_FILE
 from cifar_lit.data.cache import cache_file, source_fingerprint
 from cifar_lit.hydra_ext.instantiate import build_module
 from cifar_lit.train import train
+from cifar_lit.training.precision import resolve_precision
 from tests.conftest import (
     CLI_ENV,
     ROOT,
@@ -92,7 +93,7 @@ def test_run_json_records_what_ran_on_what_with_which_data(run_dir, record, run_
         "cpu",
         1,
         1,
-        "bf16-mixed",
+        resolve_precision("auto", "cpu"),  # the default, chosen for this machine's CPU (tests/test_precision.py)
     )
     assert isinstance(device["name"], str) and device["name"]
     assert record["seed"] == 7 and record["tags"] == TAGS
@@ -145,7 +146,7 @@ def test_hparams_entry_holds_config_provenance_and_real_metrics(run_dir, record)
     start = hparams_metadata.parse_session_start_info_plugin_data(summaries[hparams_metadata.SESSION_START_INFO_TAG][0])
     params = {name: hparam_value(value) for name, value in start.hparams.items()}
     assert params["optimizer"] == "RMSprop" and params["lr"] == pytest.approx(0.001)
-    assert params["seed"] == 7 and params["blocks"] == 2 and params["precision"] == "bf16-mixed"
+    assert params["seed"] == 7 and params["blocks"] == 2 and params["precision"] == resolve_precision("auto", "cpu")
     assert not [name for name in params if "_target_" in name or name.startswith(("run/", "callbacks", "hydra"))]
     assert not [value for value in params.values() if isinstance(value, str) and "/" in value]  # no paths
     assert {info.name for info in experiment.hparam_infos} == set(params)

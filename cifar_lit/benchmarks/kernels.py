@@ -16,6 +16,7 @@ from cifar_lit.benchmarks.paths import default_device, synchronize
 from cifar_lit.hydra_ext.instantiate import build_module, plain
 from cifar_lit.network.model import BlockNetwork
 from cifar_lit.training.optim import build_optimizer
+from cifar_lit.training.precision import resolve_precision
 from cifar_lit.training.process import keep_freed_memory
 
 
@@ -95,7 +96,7 @@ def time_conv_floor(cfg: DictConfig, steps: int, warmup: int, rounds: int) -> No
     residual paths, activations, pooling, the optimizer) is what kernel fusion could remove."""
     keep_freed_memory(cfg.get("keep_freed_memory", True))
     device, batch = default_device(), cfg.data.batch_size
-    bf16 = "bf16" in str(cfg.trainer.precision)
+    bf16 = "bf16" in str(resolve_precision(cfg.trainer.precision, device.type))  # auto: what training would use
     memory_format = torch.channels_last if cfg.get("channels_last", True) else torch.contiguous_format
     torch.manual_seed(0)
     net = BlockNetwork(**plain(cfg.model)).to(device, memory_format=memory_format)
@@ -135,15 +136,17 @@ def time_conv_floor(cfg: DictConfig, steps: int, warmup: int, rounds: int) -> No
 
 
 def time_eval_batches(cfg: DictConfig, batch_sizes: list[int], rounds: int, images: int = 10_000) -> None:
-    """Seconds to evaluate ``images`` images (the test set's size; a synthetic tensor) with the default model path
-    (bf16 autocast, channels_last, eval mode) at each evaluation batch size, alternated over ``rounds``."""
+    """Seconds to evaluate ``images`` images (the test set's size; a synthetic tensor) on the CPU with the default
+    model path (the configured precision, ``auto`` as chosen for this CPU; channels_last, eval mode) at each
+    evaluation batch size, alternated over ``rounds``."""
     keep_freed_memory(cfg.get("keep_freed_memory", True))
+    bf16 = "bf16" in str(resolve_precision(cfg.trainer.precision, "cpu"))
     module = build_module(cfg).eval()
     x = torch.randn(images, 3, 32, 32).contiguous(memory_format=torch.channels_last)
 
     def seconds(batch: int) -> float:
         start = time.perf_counter()
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             for i in range(0, images, batch):
                 module(x[i : i + batch])
         return time.perf_counter() - start

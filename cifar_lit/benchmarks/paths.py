@@ -14,9 +14,10 @@ from omegaconf import DictConfig, open_dict
 from torch.utils.data import DataLoader
 
 from cifar_lit.data.loaders import PerImageDataset
-from cifar_lit.hydra_ext.instantiate import build_module, instantiate, plain
+from cifar_lit.hydra_ext.instantiate import build_module, instantiate, instantiate_trainer, plain
 from cifar_lit.network.model import BlockNetwork
 from cifar_lit.training.optim import build_optimizer
+from cifar_lit.training.precision import resolve_trainer_precision
 from cifar_lit.training.process import keep_freed_memory
 
 
@@ -61,7 +62,7 @@ def run_project(cfg: DictConfig, warmup: int, steps: int) -> float:
     timer = StepTimer(warmup)
     with open_dict(cfg):
         cfg.trainer.default_root_dir = "."
-    trainer: L.Trainer = instantiate(
+    trainer: L.Trainer = instantiate_trainer(  # precision=auto resolved in cfg: the worker reports what ran
         cfg.trainer,
         max_epochs=-1,
         max_steps=warmup + steps,
@@ -88,6 +89,7 @@ def run_model(cfg: DictConfig, warmup: int, steps: int) -> float:
     x = torch.randn(cfg.data.batch_size, 3, 32, 32, device=device).contiguous(memory_format=memory_format)
     y = torch.randint(0, cfg.model.get("num_classes", 10), (cfg.data.batch_size,), device=device)
     optimizer = build_optimizer(module.net, plain(cfg.optimizer))
+    resolve_trainer_precision(cfg.trainer)  # auto: as training would run here (the worker reports it)
     bf16 = "bf16" in str(cfg.trainer.precision)
 
     def step() -> None:

@@ -1,7 +1,8 @@
 """Every run explains itself: ``run.json`` in the run dir, and the same facts as TensorBoard hparams.
 
 ``run.json`` says what ran (git commit and whether the tree had changes, package versions, the command that runs it
-again), on what (accelerator, device name, devices, nodes, precision), with which data (root, layout and the
+again), on what (accelerator, device name, devices, nodes, precision, and the precision asked for: ``auto`` when
+the run chose it, ``cifar_lit.training.precision``), with which data (root, layout and the
 checksums the data cache stores), and how it went (parameter count, wall time, status, best ``<monitor>`` and the
 final ``test/acc``, and ``test/acc_tta`` with test-time augmentation). It is written when fit starts, so a crashed
 or still-running run has one, and completed at the end of fit and of the test. A fit resumed from a checkpoint
@@ -161,7 +162,8 @@ class RunProvenance(Callback):
         monitor: the checkpoint metric; its best value ``<monitor>_best`` is the run's headline metric.
         hparams_after_test: the run tests after fit (``${test}``): wait for ``test/acc`` before writing hparams.
 
-    ``config`` (the composed config) is set by ``cifar_lit.train``: Hydra cannot pass the root config to a node.
+    ``config`` (the composed config) and ``precision_requested`` (``trainer.precision`` as composed, before ``auto``
+    was resolved) are set by ``cifar_lit.train``: Hydra cannot pass the root config to a node.
     """
 
     def __init__(self, output_dir: str | Path, monitor: str = "val/acc", hparams_after_test: bool = False) -> None:
@@ -169,6 +171,7 @@ class RunProvenance(Callback):
         self.monitor_best = f"{monitor}_best"
         self.hparams_after_test = hparams_after_test
         self.config: DictConfig | None = None
+        self.precision_requested: str | int | None = None
         self.record: dict[str, Any] = {}
         self._fit_started = 0.0
         self._final_eval: list[str] = []
@@ -208,7 +211,7 @@ class RunProvenance(Callback):
             "seed": cfg.get("seed") if cfg is not None else None,
             "git": dict(code_state()),
             "versions": package_versions(),
-            "device": device_info(trainer),
+            "device": device_info(trainer) | {"precision_requested": self.precision_requested},
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),  # None outside SLURM; a requeue keeps it
             "data": datamodule.source_info() if hasattr(datamodule, "source_info") else None,
             "parameters": sum(p.numel() for p in pl_module.parameters()),

@@ -1,5 +1,5 @@
 """Config groups into objects: Hydra's instantiation with the project's user errors unwrapped, lists of callbacks
-and loggers, and the LightningModule from a composed config.
+and loggers, the Trainer (its ``precision=auto`` resolved first) and the LightningModule from a composed config.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cifar_lit.errors import USER_ERRORS
 from cifar_lit.training.module import BlockClassifier
+from cifar_lit.training.precision import resolve_trainer_precision
 
 
 def plain(cfg: DictConfig | None) -> Any:
@@ -40,6 +41,14 @@ def instantiate(node: DictConfig, **kwargs: Any) -> Any:
         if isinstance(err.__cause__, USER_ERRORS):
             raise err.__cause__ from None
         raise
+
+
+def instantiate_trainer(trainer: DictConfig, **kwargs: Any) -> Any:
+    """The ``lightning.Trainer`` a ``trainer`` config node describes, with ``precision=auto`` resolved in the node
+    first (``cifar_lit.training.precision``): every entry point that builds a Trainer gets the same choice, and
+    the node then holds the precision that ran."""
+    resolve_trainer_precision(trainer)
+    return instantiate(trainer, **kwargs)
 
 
 def instantiate_list(group: DictConfig | None) -> list[Any]:
