@@ -62,6 +62,19 @@ def test_each_job_sees_only_its_slot_and_a_dead_job_is_a_failed_one(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_slot_runs_its_jobs_in_one_process(tmp_path):
+    """Four jobs on two slots: two worker processes, each running its slot's jobs one after another (a job pays no
+    process start-up: 15-19 s a job with six starting at once on an H200, docs/gpu.md)."""
+    result = run_app(*TWO_SLOTS, "fate=live,live,live,live", f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [seen(tmp_path / job) for job in ("0", "1", "2", "3")]
+    by_slot: dict[object, set[object]] = {}
+    for record in records:
+        by_slot.setdefault(record["CIFAR_LIT_DEVICE_SLOT"], set()).add(record["pid"])
+    assert sorted(by_slot) == ["0", "1"] and all(len(pids) == 1 for pids in by_slot.values()), by_slot
+    assert len({record["pid"] for record in records}) == 2
+
+
 def test_training_jobs_run_side_by_side_and_a_failing_one_stops_no_other(synthetic_root, tmp_path):
     """The real CLI, three slots: two trainings overlap in time on devices of their own (run.json records them);
     the third job's bad learning rate fails only that job."""

@@ -1,9 +1,11 @@
-"""The job's side of hydra/launcher=packed (cifar_lit.hydra_ext.packed_launcher): the process a job runs in.
+"""The jobs' side of hydra/launcher=packed (cifar_lit.hydra_ext.packed_launcher): a slot's worker process.
 
-A job's process is a fresh one (multiprocessing's ``spawn``), so that the environment it starts with (its
-``CUDA_VISIBLE_DEVICES``) counts. Spawn sends its arguments with pickle, which limits what can go: the task
+A slot's worker is a fresh process (multiprocessing's ``spawn``), so that the environment it starts with (its
+``CUDA_VISIBLE_DEVICES``) counts; it then runs its slot's jobs one after another, as the basic launcher runs a
+sweep's jobs in one process, so that a job does not pay a process's start-up (imports, a CUDA context: 15-19 s
+with six starting at once on an H200, docs/gpu.md). Spawn sends with pickle, which limits what can go: the task
 function goes as (module, qualname) and is found again there; OmegaConf's resolvers (closures) do not go at all;
-the ``JobReturn`` comes back with plain configs.
+each ``JobReturn`` comes back with plain configs.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobStatus, run_job, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, run_job, setup_globals
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.basecontainer import BaseContainer
@@ -56,19 +58,18 @@ def task_reference(task: TaskFunction) -> tuple[str, str]:
     return module, qualname
 
 
-def job_in_child(
-    results: Connection,
+def slot_worker(
+    jobs: Connection,
     task: tuple[str, str],
     hydra_context: HydraContext,
-    sweep_config: DictConfig,
     singletons: dict[Any, Any],
     resolvers: list[str],
     threads: int,
 ) -> None:
-    """A job's process: Hydra's state as the launcher had it, the job run as Hydra's launchers run one, and its
-    ``JobReturn`` sent back (a failed task's error as text when the error itself cannot be pickled).
+    """A slot's process: Hydra's state as the launcher had it, then each sweep config received on ``jobs`` run as
+    Hydra's launchers run a job, its ``JobReturn`` sent back, until ``None`` comes.
 
-    OmegaConf's resolvers are closures, which pickle cannot send: the child has its own, registered as the
+    OmegaConf's resolvers are closures, which pickle cannot send: the worker has its own, registered as the
     launcher's were (Hydra's by ``setup_globals``, cifar_lit's when the package is imported)."""
     expose_project_plugins()  # Singleton.set_state scans the plugins again
     setup_globals()
@@ -78,10 +79,19 @@ def job_in_child(
     import torch
 
     torch.set_num_threads(threads)
+    task_function = resolve_task(*task)
+    while (sweep_config := jobs.recv()) is not None:
+        send_result(jobs, run_one(hydra_context, task_function, sweep_config))
+        if torch.cuda.is_initialized():  # the next job starts with the memory this one cached given back
+            torch.cuda.empty_cache()
+    jobs.close()
+
+
+def run_one(hydra_context: HydraContext, task_function: TaskFunction, sweep_config: DictConfig) -> JobReturn:
     HydraConfig.instance().set_config(sweep_config)
     ret = run_job(
         hydra_context=hydra_context,
-        task_function=resolve_task(*task),
+        task_function=task_function,
         config=sweep_config,
         job_dir_key="hydra.sweep.dir",
         job_subdir_key="hydra.sweep.subdir",
@@ -89,14 +99,17 @@ def job_in_child(
     # as plain configs: Hydra's plugin scan, run again in this process, redefined the plugins' config classes, and
     # pickle sends a structured config's class by name only when that name still leads to the same class
     ret.cfg, ret.hydra_cfg = plain(ret.cfg), plain(ret.hydra_cfg)
+    return ret
+
+
+def send_result(jobs: Connection, ret: JobReturn) -> None:
     try:
-        results.send(ret)
+        jobs.send(ret)
     except Exception as err:  # pickling: only a failed task's exception may hold something unpicklable
         if ret.status != JobStatus.FAILED:
             raise
         ret.return_value = RuntimeError(f"{ret._return_value!r} (not picklable: {err})")
-        results.send(ret)
-    results.close()
+        jobs.send(ret)
 
 
 def plain(config: DictConfig | None) -> DictConfig | None:

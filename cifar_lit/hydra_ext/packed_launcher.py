@@ -1,18 +1,20 @@
 """hydra/launcher=packed: a multirun's jobs side by side on one machine's GPUs, ``jobs_per_device`` on each.
 
 Why a launcher of the project's own: a job must see only its device, and ``CUDA_VISIBLE_DEVICES`` counts only when
-it is set before CUDA starts in a process. Hydra's joblib launcher runs jobs in loky workers, processes reused from
-job to job, so it cannot give each job its own value. Here every job gets a fresh process (multiprocessing's
-``spawn``), started with that job's environment: ``CUDA_VISIBLE_DEVICES`` (its device; empty for a ``cpu`` slot),
+it is set before CUDA starts in a process. Hydra's joblib launcher runs jobs in loky workers, shared by all jobs,
+so it cannot give a job its device that way. Here every slot gets its own worker process (multiprocessing's
+``spawn``), started with the slot's environment: ``CUDA_VISIBLE_DEVICES`` (its device; empty for a ``cpu`` slot),
 ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` (its share of the cores) and ``CIFAR_LIT_DEVICE_SLOT`` (its slot, for logs).
-The child does what Hydra's own launchers do for a job (``run_job`` in the job's sweep folder) and sends the
-``JobReturn`` back through a pipe; when a job ends, the next one starts in its slot.
+The worker runs the slot's jobs one after another as Hydra's own launchers run a job (``run_job`` in the job's sweep
+folder), sending each ``JobReturn`` back through a pipe (cifar_lit.hydra_ext.job_process): a job pays no process
+start-up, which on an H200 took 15-19 s with six processes starting at once, more than a short job trains.
 
 Failures behave as with the basic launcher: a job whose task fails writes its ``FAILED.txt`` (cifar_lit.hydra_ext.
 runner) and the others go on. A job whose process dies without a result (killed, segfault, ``os._exit``) would end
 the whole sweep under the basic launcher; here it gets a ``FAILED.txt`` naming the exit status and returns ``None``
-as a failed job of cifar_lit's does, so the others keep running, the sweep summary counts it and the sweep exits 1.
-Ctrl+C or SIGTERM to the launcher terminates the jobs (SIGTERM: a training saves its ``last.ckpt`` first).
+as a failed job of cifar_lit's does, so the others keep running, the sweep summary counts it and the sweep exits 1;
+its slot gets a new worker. Ctrl+C or SIGTERM to the launcher stops the workers (SIGTERM: a training saves its
+``last.ckpt`` first).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import os
 import signal
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from multiprocessing import connection, get_context
 from multiprocessing.connection import Connection
@@ -38,7 +40,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.basecontainer import BaseContainer
 
 from cifar_lit.errors import FAILURE_FILE, ConfigError
-from cifar_lit.hydra_ext.job_process import child_environment, job_in_child, task_reference
+from cifar_lit.hydra_ext.job_process import child_environment, slot_worker, task_reference
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +91,22 @@ def usable_cores() -> int:
 
 
 @dataclass
+class Worker:
+    """A slot's process and its end of the pipe: sweep configs go out, ``JobReturn`` objects come back."""
+
+    slot: Slot
+    process: BaseProcess
+    jobs: Connection
+
+
+@dataclass
 class RunningJob:
     idx: int
     overrides: list[str]
-    slot: Slot
+    worker: Worker
     config: DictConfig  # the job's sweep config
     job_dir: Path
-    process: BaseProcess
-    results: Connection
     result: JobReturn | None = None
-    pipe_open: bool = True
 
 
 def job_dir(sweep_config: DictConfig) -> Path:
@@ -123,8 +131,8 @@ def died_job_return(job: RunningJob) -> JobReturn:
     """What a job whose process ended without a result returns: ``None`` and a ``FAILED.txt``, as a failed job of
     cifar_lit's (cifar_lit.hydra_ext.runner). A FAILED status would make Hydra's basic sweeper raise once the
     batch is done, before the sweep summary; the Optuna sweeper counts ``None`` as a failed trial."""
-    message = f"the job's process {exit_description(job.process.exitcode)} before it returned a result"
-    log.error("#%d (slot %d): %s", job.idx, job.slot.index, message)
+    message = f"the job's process {exit_description(job.worker.process.exitcode)} before it returned a result"
+    log.error("#%d (slot %d): %s", job.idx, job.worker.slot.index, message)
     job.job_dir.mkdir(parents=True, exist_ok=True)
     with (job.job_dir / FAILURE_FILE).open("a") as file:  # after what the job wrote there, if anything
         file.write(f"JobProcessDied: {message} (hydra/launcher=packed)\n")
@@ -141,10 +149,10 @@ def died_job_return(job: RunningJob) -> JobReturn:
 
 
 @contextmanager
-def stopping_jobs(running: dict[int, RunningJob]) -> Iterator[threading.Event]:
+def stopping_workers(workers: dict[int, Worker]) -> Iterator[threading.Event]:
     """While jobs run: SIGTERM sets the event the launch loop checks between its steps (an exception raised by the
-    handler could land between a job's start and its entry in ``running``, leaving that job untracked). On the way
-    out after Ctrl+C, SIGTERM or an error: SIGTERM the jobs still running, wait a while, kill what is left."""
+    handler could land between a worker's start and its entry in ``workers``, leaving it untracked). On the way
+    out after Ctrl+C, SIGTERM or an error: SIGTERM the workers still running, wait a while, kill what is left."""
     stop = threading.Event()
     main_thread = threading.current_thread() is threading.main_thread()  # only there can a handler be set
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set()) if main_thread else None
@@ -153,15 +161,16 @@ def stopping_jobs(running: dict[int, RunningJob]) -> Iterator[threading.Event]:
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
-        if running:
-            log.error("stopping %d running jobs", len(running))
-        for job in running.values():
-            job.process.terminate()
-        for job in running.values():
-            job.process.join(timeout=60)  # a training saves last.ckpt on SIGTERM
-            if job.process.is_alive():
-                job.process.kill()
-                job.process.join()
+        alive = [worker for worker in workers.values() if worker.process.is_alive()]
+        if alive:
+            log.error("stopping %d job processes", len(alive))
+        for worker in alive:
+            worker.process.terminate()
+        for worker in alive:
+            worker.process.join(timeout=60)  # a training saves last.ckpt on SIGTERM
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
 
 
 class PackedLauncher:
@@ -193,71 +202,95 @@ class PackedLauncher:
             f"({self.jobs_per_device} a device, {self.threads} threads each), sweep output dir: {sweep_dir}"
         )
         pending = [(initial_job_idx + i, list(overrides)) for i, overrides in enumerate(job_overrides)][::-1]
-        free, running, done = list(self.slots), {}, {}
-        with stopping_jobs(running) as stop:
+        free, workers, running, done = list(self.slots), {}, {}, {}
+        with stopping_workers(workers) as stop:
             while pending or running:
                 while pending and free and not stop.is_set():
                     idx, overrides = pending.pop()
-                    job = self.start(idx, overrides, free.pop(0))
-                    running[job.process.sentinel] = job
+                    slot = free.pop(0)
+                    if slot.index not in workers:
+                        workers[slot.index] = self.start_worker(slot)
+                    running[slot.index] = self.submit(workers[slot.index], idx, overrides)
                 if stop.is_set():
                     raise SystemExit(128 + signal.SIGTERM)
                 ended = self.wait(running)
                 if stop.is_set():  # a signal to the whole group (Ctrl+C, timeout) ended them: stopped, not failed
                     raise SystemExit(128 + signal.SIGTERM)
                 for job in ended:
-                    del running[job.process.sentinel]
-                    free = sorted([*free, job.slot], key=lambda slot: slot.index)
+                    slot = job.worker.slot
+                    del running[slot.index]
+                    free = sorted([*free, slot], key=lambda s: s.index)
+                    if job.result is None:  # its worker died with it (or sent what cannot be read): a new one next
+                        retire(workers.pop(slot.index))
                     done[job.idx] = job.result if job.result is not None else died_job_return(job)
+            for worker in workers.values():  # all jobs done: the workers end
+                worker.jobs.send(None)
+            for worker in workers.values():
+                worker.process.join()
         return [done[initial_job_idx + i] for i in range(len(job_overrides))]
 
-    def start(self, idx: int, overrides: list[str], slot: Slot) -> RunningJob:
-        assert self.config is not None and self.hydra_context is not None and self.task is not None
+    def start_worker(self, slot: Slot) -> Worker:
+        """A fresh process for ``slot``, started with the slot's environment (spawn copies os.environ)."""
+        assert self.hydra_context is not None and self.task is not None
+        context = get_context("spawn")
+        ours, theirs = context.Pipe(duplex=True)
+        resolvers = list(BaseContainer._resolvers)
+        singletons = Singleton.get_state()["instances"]
+        args = (theirs, self.task, self.hydra_context, singletons, resolvers, self.threads)
+        process = context.Process(target=slot_worker, args=args, name=f"slot {slot.index}")
+        threads = str(self.threads)
+        env = {"CUDA_VISIBLE_DEVICES": slot.cuda_visible_devices, SLOT_ENV: str(slot.index)}
+        with child_environment({**env, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}):
+            process.start()
+        theirs.close()  # the worker holds the only other end: its exit shows as the end of the pipe
+        return Worker(slot, process, ours)
+
+    def submit(self, worker: Worker, idx: int, overrides: list[str]) -> RunningJob:
+        assert self.config is not None and self.hydra_context is not None
         sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = idx
             sweep_config.hydra.job.num = idx
         log.info(
-            f"\t#{idx} : {' '.join(filter_overrides(overrides))} -> slot {slot.index} "
-            f"(CUDA_VISIBLE_DEVICES={slot.cuda_visible_devices})"
+            f"\t#{idx} : {' '.join(filter_overrides(overrides))} -> slot {worker.slot.index} "
+            f"(CUDA_VISIBLE_DEVICES={worker.slot.cuda_visible_devices})"
         )
-        context = get_context("spawn")
-        receive, send = context.Pipe(duplex=False)
-        resolvers = list(BaseContainer._resolvers)
-        singletons = Singleton.get_state()["instances"]
-        args = (send, self.task, self.hydra_context, sweep_config, singletons, resolvers, self.threads)
-        process = context.Process(target=job_in_child, args=args, name=f"job {idx}")
-        threads = str(self.threads)
-        env = {"CUDA_VISIBLE_DEVICES": slot.cuda_visible_devices, SLOT_ENV: str(slot.index)}
-        with child_environment({**env, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}):
-            process.start()
-        send.close()  # the child holds the only writing end: its exit shows as the end of the pipe
-        return RunningJob(idx, overrides, slot, sweep_config, job_dir(sweep_config), process, receive)
+        job = RunningJob(idx, overrides, worker, sweep_config, job_dir(sweep_config))
+        with suppress(OSError):  # the worker died before it could take the job: ``wait`` sees its end
+            worker.jobs.send(sweep_config)
+        return job
 
     @staticmethod
     def wait(running: dict[int, RunningJob]) -> list[RunningJob]:
-        """Blocks until a job's process ends or sends its result, or a second passed; returns the jobs that ended.
-        Results are read as they come: a large one fills the pipe, and its process could not exit until it is read."""
-        pipes = {job.results: job for job in running.values() if job.pipe_open}
-        ready = connection.wait([*running, *pipes], timeout=1)  # at least once a second: to see a SIGTERM
-        for pipe in (obj for obj in ready if isinstance(obj, Connection)):
-            receive(pipes[pipe])
-        ended = [running[obj] for obj in ready if isinstance(obj, int)]
-        for job in ended:
-            job.process.join()
-            if job.pipe_open and job.results.poll():
+        """Blocks until a job's result comes or its worker ends, or a second passed; returns the jobs that ended
+        (with ``result`` None when the worker died first)."""
+        by_pipe = {job.worker.jobs: job for job in running.values()}
+        by_sentinel = {job.worker.process.sentinel: job for job in running.values()}
+        ready = connection.wait([*by_pipe, *by_sentinel], timeout=1)  # at least once a second: to see a SIGTERM
+        ended: dict[int, RunningJob] = {}
+        for obj in ready:
+            job = by_pipe[obj] if isinstance(obj, Connection) else by_sentinel[obj]
+            if job.idx not in ended:
                 receive(job)
-            job.results.close()
-        return ended
+                ended[job.idx] = job
+        return list(ended.values())
+
+
+def retire(worker: Worker) -> None:
+    """A worker whose job ended without a result: whatever is left of it goes (its exit status stays readable)."""
+    if worker.process.is_alive():
+        worker.process.terminate()
+    worker.process.join()
+    worker.jobs.close()
 
 
 def receive(job: RunningJob) -> None:
-    """The job's result, the one thing its process sends; without one (the process ended without sending, died
-    while sending, or sent what cannot be unpickled here) the job counts as died."""
+    """The job's result, if its worker sent one; without one (the worker ended without sending, died while
+    sending, or sent what cannot be unpickled here) ``result`` stays None and the job counts as died."""
     try:
-        job.result = job.results.recv()
+        if job.worker.jobs.poll():
+            job.result = job.worker.jobs.recv()
     except (EOFError, OSError):
         pass
     except Exception:
         log.exception("#%d: could not read the job's result", job.idx)
-    job.pipe_open = False

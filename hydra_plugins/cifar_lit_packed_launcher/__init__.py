@@ -1,5 +1,5 @@
 """hydra/launcher=packed: a multirun's jobs side by side on this machine's GPUs, ``jobs_per_device`` at a time on
-each, every job in a fresh process that sees only its own device. The launching is in
+each, every slot a worker process that sees only its own device and runs its slot's jobs in turn. The launching is in
 cifar_lit.hydra_ext.packed_launcher; this module registers the config (conf/hydra/launcher/packed.yaml builds on it)
 and the class Hydra instantiates (Hydra only instantiates plugins defined under ``hydra_plugins``)."""
 
