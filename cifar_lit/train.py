@@ -17,6 +17,7 @@ from cifar_lit.callbacks.provenance import RunProvenance
 from cifar_lit.hydra_ext.distributed import job_scope
 from cifar_lit.hydra_ext.entry import entry_point
 from cifar_lit.hydra_ext.instantiate import build_module, instantiate, instantiate_list
+from cifar_lit.hydra_ext.job_resume import resume_sweep_job
 from cifar_lit.hydra_ext.runner import run_cli
 from cifar_lit.reporting.console import print_config_tree, print_metrics
 from cifar_lit.training.module import check_monitor
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and test as ``cfg`` says; returns the final metrics (floats)."""
     requested_precision = resolve_trainer_precision(cfg.trainer)  # auto -> what runs, in cfg before it is recorded
+    if (finished := resume_sweep_job(cfg)) is not None:  # a rerun sweep: this job had finished
+        return finished
     print_config_tree(cfg)
     set_threads(cfg.get("threads"))
     keep_freed_memory(cfg.get("keep_freed_memory", True))

@@ -37,6 +37,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from cifar_lit.hydra_ext.job_resume import job_overrides
 from cifar_lit.reporting.hparams import comparable_hparams, hparams_summary, swept_columns
 
 RUN_FILE = "run.json"
@@ -207,6 +208,7 @@ class RunProvenance(Callback):
         datamodule = trainer.datamodule
         return {
             "command": reproduce_command(),
+            "job_overrides": job_overrides(),  # a multirun job's: what a rerun sweep checks its folder against
             "tags": list(cfg.get("tags") or []) if cfg is not None else [],
             "seed": cfg.get("seed") if cfg is not None else None,
             "git": dict(code_state()),

@@ -1,0 +1,79 @@
+"""A plain multirun (Hydra's basic sweeper) rerun with the same command and ``hydra.sweep.dir`` picks up where it
+stopped: each job first reads what an earlier run of it left in its folder.
+
+* finished (``run.json`` says so, with the final test when the run tests): the job returns the recorded metrics
+  without training again; the sweep summary reads its events as before;
+* interrupted after a checkpoint (``checkpoints/last.ckpt``): the job resumes from it (``ckpt_path=last``), in its
+  own folder, as a single run does;
+* failed, or nothing saved: the job runs again from the start (an earlier ``FAILED.txt`` goes).
+
+A job's folder is its job number's, which Hydra's basic sweeper gives in the order of the grid: the same command
+gives every cell the same folder. ``run.json`` records the job's overrides (``job_overrides``), and a folder that
+holds another job's run is refused in one line, not trained over. Optuna searches resume through their storage
+instead (their trials are numbered by the study), so only the basic sweeper's jobs do this.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from cifar_lit.errors import FAILURE_FILE, ConfigError
+
+log = logging.getLogger(__name__)
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def job_overrides() -> list[str] | None:
+    """The running multirun job's own overrides (the sweep's values for this job and the command's fixed ones)."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode.name != "MULTIRUN":
+        return None
+    return list(HydraConfig.get().overrides.task)
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_finished(record: dict[str, Any], cfg: DictConfig) -> bool:
+    """Fit done and, when the run tests, the test too (a job stopped during its final test is not finished)."""
+    metrics = record.get("metrics") or {}
+    return record.get("status") == "finished" and (not cfg.get("test") or "test/acc" in metrics)
+
+
+def resume_sweep_job(cfg: DictConfig) -> dict[str, float] | None:
+    """What an earlier run of this basic-sweeper job left: its recorded metrics if it finished (the job is then
+    done), else None, with ``cfg.ckpt_path=last`` set when it left a ``last.ckpt`` to resume from."""
+    overrides = job_overrides()
+    if overrides is None or not cfg.get("resume_jobs", True):
+        return None
+    if HydraConfig.get().sweeper.get("_target_") != BASIC_SWEEPER:
+        return None
+    folder = Path(HydraConfig.get().runtime.output_dir)
+    record = read_record(folder / "run.json")
+    if record is None or record.get("job_overrides") is None:
+        return None  # nothing ran here, or a run that recorded no overrides: start afresh
+    if record["job_overrides"] != overrides:
+        raise ConfigError(
+            f"{folder} holds the run of another job ({' '.join(record['job_overrides'])}), not this one "
+            f"({' '.join(overrides)}): a sweep resumes with the command and hydra.sweep.dir it started with; "
+            "give a changed sweep a new hydra.sweep.dir"
+        )
+    (folder / FAILURE_FILE).unlink(missing_ok=True)
+    if is_finished(record, cfg):
+        log.info("job already finished in %s (run.json): its recorded metrics, not trained again", folder)
+        return {name: float(value) for name, value in record["metrics"].items()}
+    if cfg.get("ckpt_path") is None and (folder / "checkpoints" / "last.ckpt").is_file():
+        log.info("job interrupted earlier: resuming from %s", folder / "checkpoints" / "last.ckpt")
+        with open_dict(cfg):
+            cfg.ckpt_path = "last"
+    return None

@@ -1,0 +1,90 @@
+"""A plain grid killed mid-sweep and rerun with the same command and hydra.sweep.dir ends as if never stopped: the
+finished jobs are not trained again, the job killed mid-run resumes from its own last.ckpt, the rest run, and the
+summary equals an uninterrupted sweep's cell for cell (the runs are deterministic)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CLI_ENV, ROOT, SMALL_BLOCKS, cli_command, read_csv, run_cli, synthetic_overrides
+
+GRID = "optimizer.lr=0.01,0.003,0.001"
+
+
+def grid_args(synthetic_root: Path, tmp_path: Path, sweep: Path) -> list[str]:
+    return [
+        "-m",
+        "experiment=smoke",
+        "trainer.max_epochs=2",
+        "trainer.deterministic=true",
+        "seed=7",
+        f"model.blocks={SMALL_BLOCKS}",
+        "~callbacks.progress_bar",
+        *synthetic_overrides(synthetic_root, tmp_path / "cache"),
+        "data.batch_size=8",  # ~36 steps an epoch: the kill lands in job 1's second epoch
+        GRID,
+        f"hydra.sweep.dir={sweep}",
+    ]
+
+
+def record(job: Path) -> dict:
+    return json.loads((job / "run.json").read_text())
+
+
+def summary(sweep: Path) -> list[tuple[str, ...]]:
+    """The summary's rows without the wall time (the one column that differs between identical runs)."""
+    return sorted(tuple(v for k, v in row.items() if k != "wall time (s)") for row in read_csv(sweep / "summary.csv"))
+
+
+@pytest.mark.slow
+def test_a_grid_killed_mid_job_and_rerun_ends_as_an_uninterrupted_one(synthetic_root, tmp_path):
+    whole = tmp_path / "whole"
+    result = run_cli("train", *grid_args(synthetic_root, tmp_path, whole))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    sweep = tmp_path / "killed"
+    args = grid_args(synthetic_root, tmp_path, sweep)
+    process = subprocess.Popen(
+        cli_command("train", *args),
+        cwd=ROOT,
+        env=CLI_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (sweep / "1" / "checkpoints" / "last.ckpt").is_file():  # job 1 has finished its first epoch
+            assert process.poll() is None and time.monotonic() < deadline, "job 1 never saved a checkpoint"
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGKILL)  # a crash: nothing gets to save or clean up
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert record(sweep / "0")["status"] == "finished" and not (sweep / "2").exists()
+    first_run = record(sweep / "0")
+
+    result = run_cli("train", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert record(sweep / "0") == first_run  # not trained again
+    assert "resumed_at" in record(sweep / "1")  # from its own last.ckpt
+    assert record(sweep / "2")["status"] == "finished"
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()) == ["0", "1", "2"]
+    assert summary(sweep) == summary(whole)
+
+
+def test_a_folder_holding_another_jobs_run_is_refused(synthetic_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = grid_args(synthetic_root, tmp_path, sweep)
+    (sweep / "0").mkdir(parents=True)
+    (sweep / "0" / "run.json").write_text(json.dumps({"job_overrides": ["optimizer.lr=0.5"], "status": "finished"}))
+    result = run_cli("train", *args[:-2], "optimizer.lr=0.01", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 1
+    assert "holds the run of another job (optimizer.lr=0.5)" in (sweep / "0" / "FAILED.txt").read_text()
