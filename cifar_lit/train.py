@@ -20,6 +20,7 @@ from cifar_lit.hydra_ext.instantiate import build_module, instantiate, instantia
 from cifar_lit.hydra_ext.runner import run_cli
 from cifar_lit.reporting.console import print_config_tree, print_metrics
 from cifar_lit.training.module import check_monitor
+from cifar_lit.training.monitor import monitor_mode
 from cifar_lit.training.precision import resolve_trainer_precision
 from cifar_lit.training.process import keep_freed_memory, seed_run, set_threads
 from cifar_lit.training.resume import logger_step, resolve_ckpt_path, resume_hint, with_purge_step
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and test as ``cfg`` says; returns the final metrics (floats)."""
+    monitor_mode(cfg)  # a monitor of unknown direction: one line now, not a resolver error in the config tree
     requested_precision = resolve_trainer_precision(cfg.trainer)  # auto -> what runs, in cfg before it is recorded
     print_config_tree(cfg)
     set_threads(cfg.get("threads"))
@@ -69,7 +71,7 @@ def main(cfg: DictConfig) -> float | None:
     if metrics is None:  # a failed multirun job, recorded in its FAILED.txt
         return None
     print_metrics(metrics)
-    return metrics.get(f"{cfg.monitor}_best")
+    return metrics.get(f"{cfg.monitor}_best")  # a running max or min, as monitor_mode says: what a search optimises
 
 
 if __name__ == "__main__":
