@@ -8,5 +8,7 @@ reading, tables, plots, sweep summaries) and ``benchmarks`` (the timed paths of 
 """
 
 from cifar_lit.hydra_ext import slurm as _slurm
+from cifar_lit.training import monitor as _monitor
 
 _slurm.register()  # the configs' ${slurm_gpus:...} resolver, for the entry points and for compose() alike
+_monitor.register()  # ${metric_mode:...}: the callbacks' mode follows the monitor (cifar_lit.training.monitor)

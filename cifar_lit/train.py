@@ -21,6 +21,7 @@ from cifar_lit.hydra_ext.job_resume import resume_sweep_job
 from cifar_lit.hydra_ext.runner import run_cli
 from cifar_lit.reporting.console import print_config_tree, print_metrics
 from cifar_lit.training.module import check_monitor
+from cifar_lit.training.monitor import monitor_mode
 from cifar_lit.training.precision import resolve_trainer_precision
 from cifar_lit.training.process import keep_freed_memory, seed_run, set_threads
 from cifar_lit.training.resume import logger_step, resolve_ckpt_path, resume_hint, with_purge_step
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and test as ``cfg`` says; returns the final metrics (floats)."""
+    monitor_mode(cfg)  # a monitor of unknown direction: one line now, not a resolver error in the config tree
     requested_precision = resolve_trainer_precision(cfg.trainer)  # auto -> what runs, in cfg before it is recorded
     if (finished := resume_sweep_job(cfg)) is not None:  # a rerun sweep: this job had finished
         return finished
@@ -72,7 +74,7 @@ def main(cfg: DictConfig) -> float | None:
     if metrics is None:  # a failed multirun job, recorded in its FAILED.txt
         return None
     print_metrics(metrics)
-    return metrics.get(f"{cfg.monitor}_best")
+    return metrics.get(f"{cfg.monitor}_best")  # a running max or min, as monitor_mode says: what a search optimises
 
 
 if __name__ == "__main__":

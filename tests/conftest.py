@@ -9,7 +9,8 @@
 - the real command line: ``run_cli("train", *overrides)``, ``run_training(run_dir, *overrides)`` for a run that must
   succeed (``cli_command``/``CLI_ENV`` for a process to signal); ``load_script`` (a tool of scripts/ as a module);
 - what a run leaves: ``scalars``/``scalar_events``/``load_events`` (its TensorBoard events), ``hparams_summaries``/
-  ``hparam_value`` (its HPARAMS entry), ``load_optuna_study`` (a search's study), ``read_csv``/``read_rows``.
+  ``hparam_value`` (its HPARAMS entry), ``load_optuna_study`` (a search's study), ``read_csv``/``read_rows``;
+- the Optuna sweeper without a sweep: ``optuna_search`` (the search a composed config would run).
 """
 
 from __future__ import annotations
@@ -327,6 +328,21 @@ def load_optuna_study(sweep: Path):  # noqa: ANN201  (an optuna.Study: optuna is
 
     storage = JournalStorage(JournalFileBackend(str(sweep / "optuna.journal")))
     return optuna.load_study(study_name="cifar_lit_block_net", storage=storage)
+
+
+def optuna_search(cfg: DictConfig):  # noqa: ANN201  (an OptunaSearch: optuna is the sweeps extra's)
+    """The search Hydra would build from ``cfg`` (composed with hparams_search=...), set up with ``cfg`` as the
+    sweep config (as Hydra's ``setup`` does, without a launcher): its study can be created, its direction read."""
+    from omegaconf import OmegaConf
+
+    from cifar_lit.hydra_ext.optuna_sweeper import OptunaSearch
+
+    sweeper = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+    for key in ("_target_", "_recursive_"):
+        sweeper.pop(key)
+    search = OptunaSearch(**sweeper)
+    search.config = cfg
+    return search
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

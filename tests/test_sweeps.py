@@ -20,6 +20,7 @@ from tests.conftest import (
     hparams_summaries,
     load_optuna_study,
     load_script,
+    optuna_search,
     read_csv,
     run_cli,
     scalars,
@@ -51,18 +52,14 @@ def test_every_optuna_sampler_and_pruner_option_builds_its_study(sampler, pruner
     """Each option's settings are ones its Optuna class takes: the study is created and a trial drawn from the
     search space (hparams_search=optuna's; choices only for the grid)."""
     pytest.importorskip("optuna")
-    from cifar_lit.hydra_ext.optuna_sweeper import OptunaSearch, search_space
+    from cifar_lit.hydra_ext.optuna_sweeper import search_space
 
     overrides = [
         "hparams_search=optuna",
         f"hydra/sweeper/optuna_sampler={sampler}",
         f"hydra/sweeper/optuna_pruner={pruner}",
     ]
-    cfg = compose_train([*overrides, f"hydra.sweep.dir={tmp_path}"], output_dir=tmp_path)
-    sweeper = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
-    for key in ("_target_", "_recursive_"):
-        sweeper.pop(key)
-    search = OptunaSearch(**sweeper)
+    search = optuna_search(compose_train([*overrides, f"hydra.sweep.dir={tmp_path}"], output_dir=tmp_path))
     grid_only = ["optimizer.lr=choice(0.01,0.001)", "model.classifier.dropout=0"] if sampler == "grid" else []
     space, _ = search_space(search.params, grid_only)
     study = search.create_study(space)

@@ -13,7 +13,8 @@ from lightning.pytorch.callbacks import Callback
 log = logging.getLogger(__name__)
 
 
-SHOWN = ("loss", "acc", "acc_best")  # metric names whose split-prefixed forms (train/loss, val/acc, ...) are shown
+# metric names whose split-prefixed forms (train/loss, val/acc, ...) are shown; loss_best with monitor=<split>/loss
+SHOWN = ("loss", "acc", "acc_best", "loss_best")
 
 
 class EpochLog(Callback):

@@ -20,10 +20,12 @@ log = logging.getLogger(__name__)
 
 class OptunaPruning(L.Callback):
     """After each validation (its epoch metrics computed): ``trial.report(<monitor>, step=epochs trained)``, so a
-    pruner's steps are epochs (successive halving's ``min_resource: 1`` is one epoch). When
-    ``should_prune()`` (by ``pruner``, the sweeper's: the storage does not keep it), training stops cleanly after
-    that epoch (checkpoints and logs kept, the final test still run) and the job dir gets ``PRUNED.txt`` with the
-    epochs run, which the sweeper reads to tell the study the trial was PRUNED."""
+    pruner's steps are epochs (successive halving's ``min_resource: 1`` is one epoch). The value is the monitor's
+    as logged; which way is worse is the study's direction, which the pruner reads from the study (the sweeper made
+    it the monitor's: ``val/loss`` minimised), so nothing here depends on it. When ``should_prune()`` (by
+    ``pruner``, the sweeper's: the storage does not keep it), training stops cleanly after that epoch (checkpoints
+    and logs kept, the final test still run) and the job dir gets ``PRUNED.txt`` with the epochs run, which the
+    sweeper reads to tell the study the trial was PRUNED."""
 
     def __init__(
         self, study_name: str, storage: str, trial_number: int, pruner: Any = None, monitor: str = "val/acc"

@@ -30,6 +30,8 @@ def build_module(cfg: DictConfig) -> BlockClassifier:
         compile=cfg.get("compile", False),
         label_smoothing=cfg.get("label_smoothing", 0.0),
         tta=cfg.get("tta", "none"),
+        monitor=cfg.get("monitor"),
+        monitor_mode=cfg.get("monitor_mode"),
     )
 
 

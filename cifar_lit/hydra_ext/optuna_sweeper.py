@@ -6,6 +6,10 @@ callback (cifar_lit.callbacks.optuna_pruning) to each job's overrides with the s
 so a job on a joblib worker or a SLURM node reports its epochs and is pruned all the same. A pruned job leaves
 PRUNED.txt in its folder; the sweeper then tells the trial PRUNED, a job that returned its metric COMPLETE, and one
 that returned nothing (FAILED.txt) FAIL.
+
+The study's direction is the monitor's (``cifar_lit.training.monitor``: a job returns ``<monitor>_best``, so
+``monitor=val/loss`` is minimised) unless ``hydra.sweeper.direction`` says otherwise; the pruners read it from the
+study, so they prune the trials that are worse that way.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState
 
 from cifar_lit.errors import PRUNED_FILE
+from cifar_lit.training.monitor import DIRECTIONS, monitor_mode
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +140,7 @@ class OptunaSearch:
 
     def __init__(
         self,
-        direction: str,
+        direction: str | None,
         study_name: str,
         storage: str,
         n_trials: int | None,
@@ -162,6 +167,23 @@ class OptunaSearch:
     def pruner_config(self) -> dict[str, Any]:
         return pruner_config(self.pruner_cfg)
 
+    def study_direction(self) -> str:
+        """``hydra.sweeper.direction`` when set (it wins, with a warning when it opposes the monitor); null: the
+        direction of the sweep config's monitor. Raises ConfigError (a ValueError) for a monitor of unknown direction:
+        every trial would fail on it."""
+        inferred = DIRECTIONS[monitor_mode(self.config)] if self.config is not None else None
+        direction = self.direction or inferred
+        if direction not in DIRECTIONS.values():
+            raise ValueError(f"hydra.sweeper.direction must be minimize, maximize or null, got {self.direction!r}")
+        if inferred and direction != inferred:
+            log.warning(
+                "hydra.sweeper.direction=%s, although monitor=%s is best to %s",
+                direction,
+                self.config.monitor,
+                inferred,
+            )
+        return direction
+
     def sampler_config(self) -> dict[str, Any]:
         return OmegaConf.to_container(OmegaConf.create(self.sampler_cfg or {}), resolve=True)
 
@@ -177,14 +199,21 @@ class OptunaSearch:
             sampler_cfg["seed"] += earlier
         sampler = instantiate(sampler_cfg, **extra) if sampler_cfg else None
         pruner = instantiate(self.pruner_config())
-        return optuna.create_study(
+        direction = self.study_direction()
+        study = optuna.create_study(
             study_name=self.study_name,
             storage=storage,
             sampler=sampler,
             pruner=pruner,
-            direction=self.direction,
+            direction=direction,
             load_if_exists=True,
         )
+        if study.direction.name.lower() != direction:  # a resumed study keeps its direction: not the one asked now
+            raise ValueError(
+                f"study {self.study_name} in {self.storage} is to {study.direction.name.lower()}, not to {direction}"
+                " (another monitor?): resume it with the same monitor, or start a new storage"
+            )
+        return study
 
     def trial_overrides(self, trial: optuna.Trial, fixed: list[str]) -> list[str]:
         """A job's overrides: the trial's parameters, the fixed ones, and the callback that reports to the trial."""

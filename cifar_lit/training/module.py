@@ -11,13 +11,14 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics import MaxMetric
+from torchmetrics import MaxMetric, MinMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from cifar_lit.data.augment import normalize
 from cifar_lit.errors import ConfigError
 from cifar_lit.network.model import BlockNetwork
 from cifar_lit.training.compiled import compile_mode, uses_cuda_graphs
+from cifar_lit.training.monitor import metric_mode
 from cifar_lit.training.optim import (
     build_optimizer,
     build_scheduler,
@@ -43,6 +44,10 @@ class BlockClassifier(L.LightningModule):
     asked, ``test``); each is logged under its own name, with its best accuracy so far as ``<split>/acc_best``.
     ``label_smoothing`` is cross-entropy's. With ``tta`` (``cifar_lit.tta``) the test also logs the accuracy of
     the test-time-augmented prediction as ``test/acc_tta``, beside the plain ``test/acc``.
+
+    ``monitor`` (the run's checkpoint metric) gets its running best logged as ``<monitor>_best`` every epoch, a
+    minimum or a maximum as ``monitor_mode`` says (``cifar_lit.training.monitor``): ``val/loss_best`` for
+    ``monitor=val/loss``, what the train entry returns and a search optimises. (``<split>/acc`` has it already.)
     """
 
     def __init__(
@@ -54,8 +59,11 @@ class BlockClassifier(L.LightningModule):
         compile: bool | str = False,
         label_smoothing: float = 0.0,
         tta: str = "none",
+        monitor: str | None = None,
+        monitor_mode: str | None = None,
     ) -> None:
         super().__init__()
+        best_mode = metric_mode(monitor, monitor_mode)  # first: a monitor of unknown direction is refused
         if not 0.0 <= label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
         optimizer, scheduler = with_current_target(optimizer), with_current_target(scheduler)  # saved renamed
@@ -88,6 +96,10 @@ class BlockClassifier(L.LightningModule):
             }
         )
         self.best_accuracy = nn.ModuleDict({f"{s}_acc": MaxMetric() for s in EVAL_SPLITS})
+        # the monitor's running best, unless best_accuracy has it: a MinMetric for a loss
+        self.monitor = monitor
+        tracked = monitor is not None and monitor not in {f"{s}/acc" for s in EVAL_SPLITS}
+        self.best_monitor = (MinMetric() if best_mode == "min" else MaxMetric()) if tracked else None
         self.confusion = MulticlassConfusionMatrix(
             num_classes, validate_args=False
         )  # filled by test_step, read by cifar_lit.eval
@@ -173,6 +185,11 @@ class BlockClassifier(L.LightningModule):
             best.reset()
             if name in resumed:
                 best.update(resumed[name])
+        if self.best_monitor is not None:
+            self.best_monitor.reset()
+            resumed_monitor = getattr(self, "_resumed_best_monitor", {})
+            if resumed_monitor.get("monitor") == self.monitor:  # not the best of another metric (monitor changed)
+                self.best_monitor.update(resumed_monitor["value"])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse to save diverged weights (the last good checkpoint stays the newest); store the best accuracies
@@ -184,9 +201,14 @@ class BlockClassifier(L.LightningModule):
                     "(try a smaller optimizer.lr); not saving it, the checkpoints already saved are kept"
                 )
         checkpoint["best_accuracy"] = {name: float(best.max_value) for name, best in self.best_accuracy.items()}
+        if self.best_monitor is not None:
+            best = self.best_monitor
+            value = best.min_value if isinstance(best, MinMetric) else best.max_value
+            checkpoint["best_monitor"] = {"monitor": self.monitor, "value": float(value)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._resumed_best_accuracy = checkpoint.get("best_accuracy", {})
+        self._resumed_best_monitor = checkpoint.get("best_monitor", {})
 
     def on_validation_epoch_start(self) -> None:
         """Under DDP without SyncBatchNorm (CPU, or ``sync_batchnorm=false``) each rank's BatchNorm running
@@ -203,6 +225,21 @@ class BlockClassifier(L.LightningModule):
             best = self.best_accuracy[f"{split}_acc"]
             best(self.accuracy[f"{split}_acc"].compute())
             self.log(f"{split}/acc_best", best.compute(), sync_dist=True, prog_bar=split == "val")
+        if self.monitor is not None and not self.monitor.startswith("train/"):
+            self.log_monitor_best()
+
+    def on_train_epoch_end(self) -> None:
+        """A ``train/*`` monitor's epoch value is reduced only now, after the epoch's validation."""
+        if self.monitor is not None and self.monitor.startswith("train/"):
+            self.log_monitor_best()
+
+    def log_monitor_best(self) -> None:
+        """``<monitor>_best``: the epoch's monitored value (as logged, synced across ranks) folded into the best."""
+        value = self.trainer.callback_metrics.get(self.monitor)
+        if self.best_monitor is None or value is None:
+            return
+        self.best_monitor(value)
+        self.log(f"{self.monitor}_best", self.best_monitor.compute(), sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = build_optimizer(self.net, self.hparams.optimizer)

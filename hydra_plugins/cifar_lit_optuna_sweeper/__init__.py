@@ -22,7 +22,8 @@ class CifarLitOptunaSweeperConf:
         default_factory=lambda: ["_self_", {"optuna_sampler": "tpe"}, {"optuna_pruner": "none"}]
     )
     _recursive_: bool = False  # the sampler is built by the search: the grid sampler needs the search space
-    direction: str = "maximize"
+    # minimize | maximize; null: the monitor's (val/acc: maximize, val/loss: minimize; cifar_lit.training.monitor)
+    direction: str | None = None
     study_name: str = "cifar_lit_block_net"
     # a file path: Optuna's JournalStorage in that file; a URL with "://": an RDB storage (sqlite:///..., postgresql://)
     storage: str = "${hydra.sweep.dir}/optuna.journal"
