@@ -13,8 +13,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from cifar_lit.reporting.job import JobSummary
 from cifar_lit.reporting.sweeps import (
-    JobSummary,
     is_multirun_dir,
     job_dirs,
     sort_jobs,

@@ -88,3 +88,36 @@ def test_the_import_walk_sees_module_level_and_lazy_imports():
     assert any(found["torch"].values())
     assert not any(found["onnx"].values())
     assert "json" not in found and "cifar_lit" not in found
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def test_no_module_of_the_package_imports_itself_round_a_circle():
+    """The import graph of cifar_lit (every ``import``/``from`` of one of its modules, at load time, inside
+    functions or under TYPE_CHECKING alike) has no cycle: each module can be read before the ones that use it."""
+    modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+                imported |= {n for n in names if n in modules}
+            elif isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names if alias.name in modules}
+        graph[name] = imported - {name, "cifar_lit"}  # the package's __init__ is what every import passes through
+
+    def cycle_from(start: str, path: list[str]) -> list[str] | None:
+        for successor in sorted(graph[path[-1]]):
+            if successor == start:
+                return [*path, start]
+            if successor not in path and successor > start:  # each cycle found once, from its smallest module
+                found = cycle_from(start, [*path, successor])
+                if found:
+                    return found
+        return None
+
+    cycles = [cycle for start in sorted(graph) if (cycle := cycle_from(start, [start]))]
+    assert not cycles, " | ".join(" -> ".join(cycle) for cycle in cycles)

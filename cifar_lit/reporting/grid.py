@@ -6,13 +6,10 @@ for a cell the pruner stopped, the epochs it ran. Every cell of the grid is show
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
+from cifar_lit.reporting.job import JobSummary
 from cifar_lit.reporting.seeds import override_key
 from cifar_lit.reporting.tables import markdown_table
-
-if TYPE_CHECKING:  # annotations only: sweeps imports this module
-    from cifar_lit.reporting.sweeps import JobSummary
 
 
 def sort_values(values: set[str]) -> list[str]:

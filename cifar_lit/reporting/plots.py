@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cifar_lit.reporting.events import EpochTable
+from cifar_lit.reporting.job import JobSummary
 from cifar_lit.reporting.tables import FINAL_TEST_LABEL
-
-if TYPE_CHECKING:  # annotations only: sweeps imports this module
-    from cifar_lit.reporting.sweeps import JobSummary
 
 
 def _pyplot():

@@ -8,12 +8,9 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from cifar_lit.reporting.job import JobSummary
 from cifar_lit.reporting.tables import markdown_table, write_csv
-
-if TYPE_CHECKING:  # annotations only: sweeps imports this module
-    from cifar_lit.reporting.sweeps import JobSummary
 
 SEED_KEY = "seed"  # jobs whose overrides differ only in this key are repeats of one configuration
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from cifar_lit.errors import FAILURE_FILE, PRUNED_FILE
 from cifar_lit.reporting.events import ReportError, per_epoch_table, read_scalars
 from cifar_lit.reporting.grid import grid_table
+from cifar_lit.reporting.job import JobSummary
 from cifar_lit.reporting.plots import plot_jobs
 from cifar_lit.reporting.run_config import read_overrides, read_tags
 from cifar_lit.reporting.seeds import group_by_seed, write_seed_summary
@@ -19,34 +19,6 @@ from cifar_lit.reporting.tables import markdown_table, write_csv
 
 # the Optuna sweeper's way to a job's trial (study, storage, trial number): the same search in every job, no column
 SWEEPER_OVERRIDES = "+callbacks.optuna_pruning."
-
-
-@dataclass
-class JobSummary:
-    """One multirun job: its overrides and headline numbers (None when not logged)."""
-
-    job: str
-    overrides: list[str]
-    tags: list[str] = field(default_factory=list)
-    best_val_acc: float | None = None
-    test_acc: float | None = None
-    test_acc_tta: float | None = None  # with test-time augmentation (``tta``), else None
-    epochs: int | None = None
-    wall_time_s: float | None = None
-    val_acc: dict[int, float] = field(default_factory=dict)
-    error: str | None = None
-    pruned: str | None = None  # why an Optuna search's pruner stopped the job early (its PRUNED.txt), else None
-
-    @property
-    def val_acc_curve(self) -> list[float]:
-        """val/acc of each epoch, in epoch order."""
-        return [self.val_acc[epoch] for epoch in sorted(self.val_acc)]
-
-    @property
-    def status(self) -> str:
-        if self.error:
-            return "failed" if self.error.startswith("failed") else "no events"
-        return "pruned" if self.pruned else "ok"
 
 
 def is_multirun_dir(path: Path) -> bool:
