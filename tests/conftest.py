@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -183,6 +184,25 @@ def run_cli(entry: str, *args: str, timeout: float = 300) -> subprocess.Complete
     return subprocess.run(
         cli_command(entry, *args), cwd=ROOT, env=CLI_ENV, capture_output=True, text=True, timeout=timeout
     )
+
+
+def start_cli(command: list[str], **popen: Any) -> subprocess.Popen:
+    """``command`` started in the background from the repository root in CLI_ENV, its output discarded unless
+    ``popen`` says otherwise (``start_new_session=True``: its own process group, as a terminal's job)."""
+    options = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "text": True, **popen}
+    return subprocess.Popen(command, cwd=ROOT, env=CLI_ENV, **options)
+
+
+def wait_for(
+    condition: Callable[[], bool], what: str, timeout: float = 240, process: subprocess.Popen | None = None
+) -> None:
+    """Polls ``condition`` until it holds; fails the test naming ``what`` after ``timeout`` s, or at once when
+    ``process`` (what should make it hold) has ended."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process is None or process.poll() is None, f"the process ended before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
 
 
 def load_script(name: str) -> Any:

@@ -16,7 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLI_ENV, ROOT, TINY_BLOCKS, cli_command, load_optuna_study, run_cli, synthetic_overrides
+from tests.conftest import (
+    CLI_ENV,
+    ROOT,
+    TINY_BLOCKS,
+    cli_command,
+    load_optuna_study,
+    run_cli,
+    start_cli,
+    synthetic_overrides,
+    wait_for,
+)
 
 TWO_SLOTS = ["-m", "hydra/launcher=packed", "hydra.launcher.devices=[0,1]", "hydra.launcher.jobs_per_device=1"]
 
@@ -102,19 +112,12 @@ def test_training_jobs_run_side_by_side_and_a_failing_one_stops_no_other(synthet
 
 
 def test_sigterm_to_the_launcher_stops_its_jobs(tmp_path):
-    process = subprocess.Popen(
-        app_command(*TWO_SLOTS, "fate=sleep,sleep", f"hydra.sweep.dir={tmp_path}"),
-        cwd=ROOT,
-        env=CLI_ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    process = start_cli(
+        app_command(*TWO_SLOTS, "fate=sleep,sleep", f"hydra.sweep.dir={tmp_path}"), stderr=subprocess.PIPE
     )
     try:
-        deadline = time.monotonic() + 240
-        while not all((tmp_path / job / "job.json").is_file() for job in ("0", "1")):
-            assert process.poll() is None and time.monotonic() < deadline, "the jobs did not start"
-            time.sleep(0.5)
+        started = [tmp_path / job / "job.json" for job in ("0", "1")]
+        wait_for(lambda: all(path.is_file() for path in started), "the jobs' start", process=process)
         pids = [seen(tmp_path / job)["pid"] for job in ("0", "1")]
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=120)
@@ -129,13 +132,10 @@ def test_ctrl_c_to_the_whole_terminal_group_while_jobs_start_ends_cleanly(tmp_pa
     """Ctrl+C (or ``timeout``) signals the launcher and its jobs at once, here while the jobs are still starting: the
     launcher exits as stopped, with no traceback (it crashed writing a dead job's overrides into a ``.hydra`` folder
     not made yet, on a GPU machine, 2026-12-04), and marks no job failed: they were stopped with the sweep."""
-    process = subprocess.Popen(
+    process = start_cli(
         app_command(*TWO_SLOTS, "fate=sleep,sleep", f"hydra.sweep.dir={tmp_path}"),
-        cwd=ROOT,
-        env=CLI_ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job
     )
     try:

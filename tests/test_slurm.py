@@ -13,7 +13,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -35,6 +34,7 @@ from tests.conftest import (
     scalars,
     single_process_val_acc,
     synthetic_overrides,
+    wait_for,
 )
 
 
@@ -115,13 +115,6 @@ def job_state(job: str) -> dict[str, str]:
     """``scontrol show job``'s fields (JobState, Restarts, ...); completed jobs stay known for MinJobAge."""
     text = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
     return dict(re.findall(r"(\w+)=(\S*)", text))
-
-
-def wait_for(condition, what: str, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 @pytest.mark.slurm

@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLI_ENV, ROOT, SMALL_BLOCKS, cli_command, read_csv, run_cli, synthetic_overrides
+from tests.conftest import SMALL_BLOCKS, cli_command, read_csv, run_cli, start_cli, synthetic_overrides, wait_for
 
 GRID = "optimizer.lr=0.01,0.003,0.001"
 
@@ -51,19 +49,10 @@ def test_a_grid_killed_mid_job_and_rerun_ends_as_an_uninterrupted_one(synthetic_
 
     sweep = tmp_path / "killed"
     args = grid_args(synthetic_root, tmp_path, sweep)
-    process = subprocess.Popen(
-        cli_command("train", *args),
-        cwd=ROOT,
-        env=CLI_ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    process = start_cli(cli_command("train", *args), start_new_session=True)
     try:
-        deadline = time.monotonic() + 300
-        while not (sweep / "1" / "checkpoints" / "last.ckpt").is_file():  # job 1 has finished its first epoch
-            assert process.poll() is None and time.monotonic() < deadline, "job 1 never saved a checkpoint"
-            time.sleep(0.2)
+        last = sweep / "1" / "checkpoints" / "last.ckpt"
+        wait_for(last.is_file, "job 1's first checkpoint", timeout=300, process=process)
         os.killpg(process.pid, signal.SIGKILL)  # a crash: nothing gets to save or clean up
         process.wait(timeout=60)
     finally:
