@@ -38,6 +38,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_lit.reporting.hparams import comparable_hparams, hparams_summary, swept_columns
+from cifar_lit.reporting.secrets import mask_secrets
 
 RUN_FILE = "run.json"
 
@@ -120,14 +121,18 @@ def device_info(trainer: L.Trainer) -> dict[str, Any]:
 def reproduce_command() -> str | None:
     """``python -m cifar_lit.train`` and this run's command-line overrides (Hydra's task overrides), shell-quoted;
     None outside Hydra. A multirun job also gets ``hydra.mode=RUN``, so the command reruns that one job even when
-    an override (e.g. ``hparams_search=optuna``) makes the config a sweep."""
+    an override (e.g. ``hparams_search=optuna``) makes the config a sweep. Passwords in URLs are masked
+    (``cifar_lit.reporting.secrets``): the command then needs the password put back, or the storage given through
+    $CIFAR_LIT_OPTUNA_STORAGE, which the command names instead."""
     if not HydraConfig.initialized():
         return None
     hydra_cfg = HydraConfig.get()
-    overrides = list(hydra_cfg.overrides.task)
+    # unresolved: an override such as the sweeper's storage=${oc.env:CIFAR_LIT_OPTUNA_STORAGE} names the variable,
+    # not its value (a list item read from the config would be resolved)
+    overrides = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)
     if getattr(hydra_cfg.mode, "name", None) == "MULTIRUN":
         overrides.append("hydra.mode=RUN")
-    return " ".join([ENTRY_POINT, *map(shlex.quote, overrides)])
+    return " ".join([ENTRY_POINT, *(shlex.quote(mask_secrets(override)) for override in overrides)])
 
 
 def write_json(path: Path, record: dict[str, Any]) -> None:
@@ -196,7 +201,7 @@ class RunProvenance(Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if trainer.is_global_zero and self.record:
-            self.record.update(status="failed", error=f"{type(exception).__name__}: {exception}")
+            self.record.update(status="failed", error=mask_secrets(f"{type(exception).__name__}: {exception}"))
             self.record["wall_time_s"] = round(time.perf_counter() - self._fit_started, 3)
             write_json(self.path, self.record)
 
