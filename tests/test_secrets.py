@@ -127,3 +127,15 @@ def test_files_containing_finds_names_and_contents(tmp_path):
     (tmp_path / "a" / "y.bin").write_bytes(b"\x00marker\x01")
     (tmp_path / "marker.txt").write_text("")
     assert files_containing(tmp_path, "marker") == [Path("a/y.bin"), Path("marker.txt")]
+
+
+def test_a_job_names_the_storage_variable_not_its_value(tmp_path, monkeypatch):
+    """The sweeper's ``storage=${oc.env:...}`` stays unresolved in what a job derives from its overrides: run.json's
+    command, the resume hint, and the command line of a DDP job's other ranks (visible in ``ps``, and in the
+    overrides file each rank's Hydra writes)."""
+    from cifar_lit.hydra_ext.distributed import single_run_argv
+
+    monkeypatch.setenv(STORAGE_ENV, URL)
+    cfg = compose_train([f"+callbacks.optuna_pruning.storage=${{oc.env:{STORAGE_ENV}}}"], output_dir=tmp_path)
+    for written in (reproduce_command(), resume_hint(cfg), " ".join(single_run_argv())):
+        assert SECRET not in written and f"${{oc.env:{STORAGE_ENV}}}" in written
