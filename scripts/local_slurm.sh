@@ -4,18 +4,47 @@
 #
 #   sudo scripts/local_slurm.sh          # install slurm-wlm + munge when missing, (re)start, wait until idle
 #   sudo scripts/local_slurm.sh stop     # stop slurmctld and slurmd (munged stays)
+#   ... [stop] --force                   # also a cluster this script did not set up (see below)
 #
 # Idempotent: a second run reuses daemons that run with the same slurm.conf, and restarts them when it changed.
 # The node is this machine with its real CPUs and memory (slurmd -C); no cgroups, no accounting database.
+# It only touches a cluster it set up itself, marked by $CONF_DIR/.cifar_lit_local (written with its slurm.conf; a
+# slurm.conf it wrote before the marker existed counts too): a machine with another slurm.conf, or SLURM daemons
+# in /run/slurm*.pid, is left alone unless --force. A fresh machine (no slurm.conf, no daemons) is set up.
+# CIFAR_LIT_SLURM_CONF_DIR and CIFAR_LIT_SLURM_PID_DIR (default /etc/slurm, /run) are for tests/test_local_slurm.py.
 set -euo pipefail
 
-CONF_DIR=/etc/slurm
+CONF_DIR=${CIFAR_LIT_SLURM_CONF_DIR:-/etc/slurm}
+PID_DIR=${CIFAR_LIT_SLURM_PID_DIR:-/run}
 CONF=$CONF_DIR/slurm.conf
+MARKER=$CONF_DIR/.cifar_lit_local
+HEADER="# written by scripts/local_slurm.sh: a one-node test cluster"
+export SLURM_CONF=$CONF  # daemons and commands read this slurm.conf (the default one unless the variable is set)
 STATE=/var/spool/slurmctld
 SPOOL=/var/spool/slurmd
 LOGS=/var/log/slurm
 
 die() { echo "local_slurm: $*" >&2; exit 1; }
+
+action=start force=false
+for arg in "$@"; do
+    case "$arg" in
+        stop) action=stop ;;
+        --force) force=true ;;
+        *) die "unknown argument $arg (usage: local_slurm.sh [stop] [--force])" ;;
+    esac
+done
+
+running() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# whose cluster is this? ours: the marker, or a slurm.conf this script wrote before it had one
+ours=false
+if [ -e "$MARKER" ] || { [ -s "$CONF" ] && [ "$(head -1 "$CONF")" = "$HEADER" ]; }; then
+    ours=true
+elif [ -e "$CONF" ] || running "$PID_DIR/slurmctld.pid" || running "$PID_DIR/slurmd.pid"; then
+    $force || die "$CONF or the daemons of $PID_DIR/slurm*.pid are not this script's (no $MARKER): not touching \
+another SLURM; --force to $action it anyway"
+fi
 
 [ "$(id -u)" = 0 ] || die "needs root (it installs packages and starts daemons)"
 
@@ -30,11 +59,9 @@ stop_pidfile() {  # stop the daemon whose pid is in $1, if it still runs, and wa
     rm -f "$pidfile"
 }
 
-running() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-
-if [ "${1:-}" = stop ]; then
-    stop_pidfile /run/slurmd.pid
-    stop_pidfile /run/slurmctld.pid
+if [ "$action" = stop ]; then
+    stop_pidfile "$PID_DIR/slurmd.pid"
+    stop_pidfile "$PID_DIR/slurmctld.pid"
     exit 0
 fi
 
@@ -60,15 +87,15 @@ node=$(slurmd -C | head -1 | sed -E "s/^NodeName=[^ ]+/NodeName=$host NodeAddr=1
 mkdir -p "$CONF_DIR" "$STATE" "$SPOOL" "$LOGS"
 new_conf=$(mktemp)
 cat >"$new_conf" <<EOF
-# written by scripts/local_slurm.sh: a one-node test cluster
+$HEADER
 ClusterName=local
 SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 AuthType=auth/munge
 StateSaveLocation=$STATE
 SlurmdSpoolDir=$SPOOL
-SlurmctldPidFile=/run/slurmctld.pid
-SlurmdPidFile=/run/slurmd.pid
+SlurmctldPidFile=$PID_DIR/slurmctld.pid
+SlurmdPidFile=$PID_DIR/slurmd.pid
 SlurmctldLogFile=$LOGS/slurmctld.log
 SlurmdLogFile=$LOGS/slurmd.log
 ProctrackType=proctrack/linuxproc
@@ -84,12 +111,13 @@ MinJobAge=300
 $node State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
-if running /run/slurmctld.pid && running /run/slurmd.pid && cmp -s "$new_conf" "$CONF"; then
+touch "$MARKER"  # before anything of ours runs: a cluster this script set up
+if running "$PID_DIR/slurmctld.pid" && running "$PID_DIR/slurmd.pid" && cmp -s "$new_conf" "$CONF"; then
     rm -f "$new_conf"
     echo "local_slurm: reusing the running cluster"
 else
-    stop_pidfile /run/slurmd.pid
-    stop_pidfile /run/slurmctld.pid
+    stop_pidfile "$PID_DIR/slurmd.pid"
+    stop_pidfile "$PID_DIR/slurmctld.pid"
     mv "$new_conf" "$CONF"
     chmod 644 "$CONF"
     /usr/sbin/slurmctld

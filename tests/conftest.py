@@ -9,7 +9,8 @@
 - the real command line: ``run_cli("train", *overrides)``, ``run_training(run_dir, *overrides)`` for a run that must
   succeed (``cli_command``/``CLI_ENV`` for a process to signal); ``load_script`` (a tool of scripts/ as a module);
 - what a run leaves: ``scalars``/``scalar_events``/``load_events`` (its TensorBoard events), ``hparams_summaries``/
-  ``hparam_value`` (its HPARAMS entry), ``load_optuna_study`` (a search's study), ``read_csv``/``read_rows``;
+  ``hparam_value`` (its HPARAMS entry), ``load_optuna_study`` (a search's study), ``read_csv``/``read_rows``,
+  ``files_containing`` (which files of a folder hold a text, e.g. a secret that must be nowhere);
 - the Optuna sweeper without a sweep: ``optuna_search`` (the search a composed config would run).
 """
 
@@ -375,3 +376,13 @@ def read_rows(path: Path) -> list[list[str]]:
     """A CSV file as its rows of cells, header included."""
     with path.open(newline="") as file:
         return list(csv.reader(file))
+
+
+def files_containing(root: Path, text: str) -> list[Path]:
+    """The files under ``root`` (relative, sorted) whose name or bytes hold ``text``: where a secret has leaked."""
+    needle = text.encode()
+    return sorted(
+        path.relative_to(root)
+        for path in root.rglob("*")
+        if path.is_file() and (text in str(path.relative_to(root)) or needle in path.read_bytes())
+    )

@@ -12,15 +12,16 @@ from lightning.pytorch.callbacks import Callback
 
 
 class InterruptAtStep(Callback):
-    """``sigterm``: SIGTERM this process once ``step`` optimizer steps are done (Lightning stops at the batch's end).
-    ``ctrl_c``: raise ``KeyboardInterrupt`` inside the next step, after its forward pass (as Ctrl+C usually lands)."""
+    """``sigterm``: SIGTERM this process once ``step`` optimizer steps are done (Lightning stops at the batch's end);
+    ``sigusr1`` likewise SIGUSR1 (SLURM's time-limit warning, ``--signal=USR1@<s>``). ``ctrl_c``: raise
+    ``KeyboardInterrupt`` inside the next step, after its forward pass (as Ctrl+C usually lands)."""
 
     def __init__(self, step: int, how: str = "sigterm") -> None:
         self.step, self.how = step, how
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        if self.how == "sigterm" and trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
+        if self.how in ("sigterm", "sigusr1") and trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.Signals[self.how.upper()])
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss) -> None:
         if self.how == "ctrl_c" and trainer.global_step == self.step:

@@ -85,7 +85,7 @@ def test_run_json_records_what_ran_on_what_with_which_data(run_dir, record, run_
     commit = git_head()
     assert record["git"]["commit"] == commit
     assert isinstance(record["git"]["dirty"], bool) if commit else record["git"]["dirty"] is None
-    versions = {name: importlib.metadata.version(name) for name in ("torch", "torchvision", "lightning")}
+    versions = {name: importlib.metadata.version(name) for name in ("cifar_lit", "torch", "torchvision", "lightning")}
     versions |= {name: importlib.metadata.version(name) for name in ("hydra-core", "torchmetrics")}
     assert record["versions"] == {"python": platform.python_version(), **versions}
     device = record["device"]
@@ -219,3 +219,55 @@ def test_importing_the_training_code_runs_no_git(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == str(fake_git)  # a git run would have been the fake one
     assert not calls.exists(), f"git ran at import: {calls.read_text()}"
+
+
+def git_repo(path: Path, files: dict[str, str]) -> str:
+    """A git repository at ``path`` with ``files`` committed, then an uncommitted file; returns its HEAD."""
+    for name, text in files.items():
+        assert not Path(name).is_absolute(), name  # inside the repository
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "user's code"]):
+        subprocess.run(["git", "-C", str(path), *command], env=env, check=True, capture_output=True)
+    (path / "uncommitted.txt").write_text("dirty")
+    return subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
+PROVENANCE_FILE = "cifar_lit/callbacks/provenance.py"  # where provenance.py sits in a checkout or an install
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        ".venv/lib/python3.11/site-packages",  # a wheel installed in a venv inside the user's repository
+        ".",  # the user's repository holds a copy of the package at its top, but is not the project
+    ],
+)
+def test_an_installed_package_inside_another_repository_records_its_version_not_that_repositorys_commit(
+    where, monkeypatch, tmp_path, fresh_code_state
+):
+    """git would answer with the user's commit and dirty flag: only the project's own checkout is asked."""
+    pytest.importorskip("cifar_lit")
+    git_repo(tmp_path, {"pyproject.toml": '[project]\nname = "users_thing"\n', f"{where}/{PROVENANCE_FILE}": ""})
+    monkeypatch.setattr(provenance, "__file__", str(tmp_path / where / PROVENANCE_FILE))
+    assert fresh_code_state() == {"commit": None, "dirty": None}
+    assert provenance.package_versions()["cifar_lit"] == importlib.metadata.version("cifar_lit")
+
+
+def test_the_projects_own_checkout_records_its_commit_and_dirty_flag(monkeypatch, tmp_path, fresh_code_state):
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    head = git_repo(tmp_path / "checkout", {"pyproject.toml": pyproject, PROVENANCE_FILE: ""})
+    monkeypatch.setattr(provenance, "__file__", str(tmp_path / "checkout" / PROVENANCE_FILE))
+    assert fresh_code_state() == {"commit": head, "dirty": True}
+
+
+def test_a_checkout_that_is_not_the_git_top_level_is_not_asked(monkeypatch, tmp_path, fresh_code_state):
+    """The project's files copied into a folder of the user's repository (vendored): the commit would be theirs."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    git_repo(
+        tmp_path, {"vendor/cifar_lit_src/pyproject.toml": pyproject, f"vendor/cifar_lit_src/{PROVENANCE_FILE}": ""}
+    )
+    monkeypatch.setattr(provenance, "__file__", str(tmp_path / "vendor" / "cifar_lit_src" / PROVENANCE_FILE))
+    assert fresh_code_state() == {"commit": None, "dirty": None}

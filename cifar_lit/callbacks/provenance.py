@@ -1,12 +1,13 @@
 """Every run explains itself: ``run.json`` in the run dir, and the same facts as TensorBoard hparams.
 
-``run.json`` says what ran (git commit and whether the tree had changes, package versions, the command that runs it
-again), on what (accelerator, device name, devices, nodes, precision, and the precision asked for: ``auto`` when
-the run chose it, ``cifar_lit.training.precision``), with which data (root, layout and the
-checksums the data cache stores), and how it went (parameter count, wall time, status, best ``<monitor>`` and the
-final ``test/acc``, and ``test/acc_tta`` with test-time augmentation). It is written when fit starts, so a crashed
-or still-running run has one, and completed at the end of fit and of the test. A fit resumed from a checkpoint
-keeps the first attempt's ``started_at`` and adds ``resumed_at`` and ``earlier_wall_time_s``.
+``run.json`` says what ran (git commit and whether the tree had changes, when run from the project's checkout; the
+versions of the project and the packages; the command that runs it again), on what (accelerator, device name,
+devices, nodes, precision, and the precision asked for: ``auto`` when the run chose it,
+``cifar_lit.training.precision``), with which data (root, layout and the checksums the data cache stores), and
+how it went (parameter count, wall time, status, best ``<monitor>`` and the final ``test/acc``, and
+``test/acc_tta`` with test-time augmentation). It is written when fit starts, so a crashed or still-running run
+has one, and completed at the end of fit and of the test. A fit resumed from a checkpoint keeps the first
+attempt's ``started_at`` and adds ``resumed_at`` and ``earlier_wall_time_s``.
 
 The TensorBoard HPARAMS tab gets one entry per run, made to compare the runs of a sweep: the hyper-parameters a
 person compares (``comparable_hparams``: a short curated set and the run's command-line overrides, no ``_target_``,
@@ -23,6 +24,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import time
@@ -39,6 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cifar_lit.hydra_ext.job_resume import job_overrides
 from cifar_lit.reporting.hparams import comparable_hparams, hparams_summary, swept_columns
+from cifar_lit.reporting.secrets import mask_secrets
 
 RUN_FILE = "run.json"
 
@@ -46,7 +49,8 @@ RUN_FILE = "run.json"
 ENTRY_POINT = "python -m cifar_lit.train"
 
 
-PACKAGES = ("torch", "torchvision", "lightning", "hydra-core", "torchmetrics")
+PROJECT = "cifar_lit"  # pyproject.toml's [project] name
+PACKAGES = (PROJECT, "torch", "torchvision", "lightning", "hydra-core", "torchmetrics")
 
 
 TEST_METRICS = ("test/acc", "test/acc_tta")  # the second only with test-time augmentation (cifar_lit.tta)
@@ -70,16 +74,53 @@ def git_state(repo: Path) -> dict[str, Any]:
         return {"commit": None, "dirty": None}
 
 
+def project_name(pyproject: Path) -> str | None:
+    """The ``[project]`` name of a pyproject.toml, normalised (``cifar-lit`` -> ``cifar_lit``); None without one."""
+    try:
+        text = pyproject.read_text()
+    except OSError:
+        return None
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the first `name = "..."` (the [project] table's, in pyproject files)
+        match = re.search(r"""^name\s*=\s*["']([^"']+)["']""", text, re.MULTILINE)
+        name = match[1] if match else None
+    else:
+        try:
+            name = tomllib.loads(text).get("project", {}).get("name")
+        except tomllib.TOMLDecodeError:
+            return None
+    return re.sub(r"[-_.]+", "_", name).lower() if isinstance(name, str) else None
+
+
+def is_project_checkout(root: Path) -> bool:
+    """Whether ``root``, the folder that holds the package, is the project's own git checkout: its pyproject.toml
+    names the project and it is the top level of its git repository. A wheel installed in a venv inside someone's
+    repository, or a copy of the project vendored into one, would otherwise report that repository's commit."""
+    if project_name(root / "pyproject.toml") != PROJECT:
+        return False
+    try:
+        command = ["git", "-C", str(root), "rev-parse", "--show-toplevel"]
+        top = subprocess.run(command, capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return Path(top).resolve() == root.resolve()
+
+
 @functools.cache
 def code_state() -> dict[str, Any]:
     """The git state of the code this process runs, taken once, at its first fit (not at import: importing the
     training code runs no git). The jobs of a multirun sweep share their process (each joblib worker its own), so
-    the jobs that start after a commit made during the sweep still name the code they run, not the new HEAD."""
-    return git_state(Path(__file__).resolve().parent)
+    the jobs that start after a commit made during the sweep still name the code they run, not the new HEAD.
+    Only the project's own checkout is asked (``is_project_checkout``); an installed package has no commit, its
+    version is in ``package_versions``."""
+    root = Path(__file__).resolve().parents[2]  # the folder that holds cifar_lit/
+    return git_state(root) if is_project_checkout(root) else {"commit": None, "dirty": None}
 
 
 def package_versions() -> dict[str, str | None]:
-    """Python's version and the installed version of each package that decides a run's numbers (None: absent)."""
+    """Python's version and the installed version of this project and of each package that decides a run's numbers
+    (None: absent, e.g. the project run from a checkout it is not installed from)."""
     versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
@@ -121,14 +162,18 @@ def device_info(trainer: L.Trainer) -> dict[str, Any]:
 def reproduce_command() -> str | None:
     """``python -m cifar_lit.train`` and this run's command-line overrides (Hydra's task overrides), shell-quoted;
     None outside Hydra. A multirun job also gets ``hydra.mode=RUN``, so the command reruns that one job even when
-    an override (e.g. ``hparams_search=optuna``) makes the config a sweep."""
+    an override (e.g. ``hparams_search=optuna``) makes the config a sweep. Passwords in URLs are masked
+    (``cifar_lit.reporting.secrets``): the command then needs the password put back, or the storage given through
+    $CIFAR_LIT_OPTUNA_STORAGE, which the command names instead."""
     if not HydraConfig.initialized():
         return None
     hydra_cfg = HydraConfig.get()
-    overrides = list(hydra_cfg.overrides.task)
+    # unresolved: an override such as the sweeper's storage=${oc.env:CIFAR_LIT_OPTUNA_STORAGE} names the variable,
+    # not its value (a list item read from the config would be resolved)
+    overrides = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)
     if getattr(hydra_cfg.mode, "name", None) == "MULTIRUN":
         overrides.append("hydra.mode=RUN")
-    return " ".join([ENTRY_POINT, *map(shlex.quote, overrides)])
+    return " ".join([ENTRY_POINT, *(shlex.quote(mask_secrets(override)) for override in overrides)])
 
 
 def write_json(path: Path, record: dict[str, Any]) -> None:
@@ -197,7 +242,7 @@ class RunProvenance(Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if trainer.is_global_zero and self.record:
-            self.record.update(status="failed", error=f"{type(exception).__name__}: {exception}")
+            self.record.update(status="failed", error=mask_secrets(f"{type(exception).__name__}: {exception}"))
             self.record["wall_time_s"] = round(time.perf_counter() - self._fit_started, 3)
             write_json(self.path, self.record)
 

@@ -11,6 +11,10 @@ Why not Lightning's own auto-requeue (``SLURMEnvironment(auto_requeue=True)``): 
 flight and no longer matches an uninterrupted one; it also closes the loggers before the run ends. Why not
 submitit's checkpoint/requeue (``max_num_timeout``): it serves only jobs submitted through submitit, and its handler
 exits the process without saving. Registering a SIGUSR1 handler first keeps Lightning from adding its own.
+
+The handler runs inside a training step, so it never raises: without ``scontrol`` (a container without the SLURM
+commands), with one that hangs (``scontrol_timeout_s``) or fails, it logs a warning and training goes on; the job
+is then not requeued, but the SIGTERM at the time limit still saves ``last.ckpt`` to resume from by hand.
 """
 
 from __future__ import annotations
@@ -37,10 +41,13 @@ def slurm_job() -> str | None:
 
 class SlurmRequeue(Callback):
     """On ``signal_name`` (SIGUSR1: what ``--signal=USR1@<seconds>`` sends) during a fit under SLURM, requeue the
-    job from its first task; the SIGTERM that follows saves ``last.ckpt``. Outside SLURM it does nothing."""
+    job from its first task; the SIGTERM that follows saves ``last.ckpt``. Outside SLURM it does nothing.
+    ``scontrol_timeout_s``: how long the training waits for ``scontrol requeue`` (the warning comes minutes before
+    the limit; a hung controller must not eat them)."""
 
-    def __init__(self, signal_name: str = "SIGUSR1") -> None:
+    def __init__(self, signal_name: str = "SIGUSR1", scontrol_timeout_s: float = 30.0) -> None:
         self.signum = signal.Signals[signal_name]
+        self.scontrol_timeout_s = scontrol_timeout_s
         self._previous: Any = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -56,9 +63,21 @@ class SlurmRequeue(Callback):
     def _requeue(self, signum: int, frame: FrameType | None) -> None:
         if os.environ.get("SLURM_PROCID", "0") != "0":  # one requeue per job; every task gets the signal
             return
-        job = slurm_job()
-        result = subprocess.run(["scontrol", "requeue", str(job)], capture_output=True, text=True)
-        if result.returncode == 0:
-            log.warning("%s: requeued SLURM job %s; it stops with SIGTERM and resumes", self.signum.name, job)
+        job, name = slurm_job(), self.signum.name
+        not_requeued = f"SLURM job {job} not requeued; the SIGTERM at its time limit saves last.ckpt"
+        command = ["scontrol", "requeue", str(job)]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=self.scontrol_timeout_s)
+        except FileNotFoundError:
+            log.warning("%s: scontrol is not on PATH: %s", name, not_requeued)
+        except subprocess.TimeoutExpired:
+            log.warning(
+                "%s: scontrol requeue did not answer within %g s: %s", name, self.scontrol_timeout_s, not_requeued
+            )
+        except OSError as err:  # not executable, ...
+            log.warning("%s: scontrol requeue could not run (%s): %s", name, err, not_requeued)
         else:
-            log.error("%s: scontrol requeue %s failed: %s", self.signum.name, job, result.stderr.strip())
+            if result.returncode == 0:
+                log.warning("%s: requeued SLURM job %s; it stops with SIGTERM and resumes", name, job)
+            else:
+                log.error("%s: scontrol requeue failed (%s): %s", name, result.stderr.strip(), not_requeued)

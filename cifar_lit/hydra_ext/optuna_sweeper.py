@@ -10,12 +10,17 @@ that returned nothing (FAILED.txt) FAIL.
 The study's direction is the monitor's (``cifar_lit.training.monitor``: a job returns ``<monitor>_best``, so
 ``monitor=val/loss`` is minimised) unless ``hydra.sweeper.direction`` says otherwise; the pruners read it from the
 study, so they prune the trials that are worse that way.
+
+A storage given through $CIFAR_LIT_OPTUNA_STORAGE (the configs' default when set) reaches the jobs as
+``${oc.env:CIFAR_LIT_OPTUNA_STORAGE}``, read by each job from its environment: its value, an RDB URL's password
+included, is then in no override, no ``.hydra/`` file and no run.json (cifar_lit.reporting.secrets).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState
 
 from cifar_lit.errors import PRUNED_FILE
+from cifar_lit.reporting.secrets import STORAGE_ENV, STORAGE_FROM_ENV, mask_secrets
 from cifar_lit.training.monitor import DIRECTIONS, monitor_mode
 
 log = logging.getLogger(__name__)
@@ -184,6 +190,14 @@ class OptunaSearch:
             )
         return direction
 
+    def storage_from_env(self) -> bool:
+        """Whether the storage is $CIFAR_LIT_OPTUNA_STORAGE's value: the jobs then read the variable themselves."""
+        return bool(self.storage) and os.environ.get(STORAGE_ENV) == self.storage
+
+    def shown_storage(self) -> str:
+        """The storage as the log shows it: its password masked, and where it came from."""
+        return mask_secrets(self.storage) + (f" from ${STORAGE_ENV}" if self.storage_from_env() else "")
+
     def sampler_config(self) -> dict[str, Any]:
         return OmegaConf.to_container(OmegaConf.create(self.sampler_cfg or {}), resolve=True)
 
@@ -216,12 +230,14 @@ class OptunaSearch:
         return study
 
     def trial_overrides(self, trial: optuna.Trial, fixed: list[str]) -> list[str]:
-        """A job's overrides: the trial's parameters, the fixed ones, and the callback that reports to the trial."""
+        """A job's overrides: the trial's parameters, the fixed ones, and the callback that reports to the trial
+        (the storage as the variable that holds it, when it came from one)."""
         params = [f"{name}={value}" for name, value in trial.params.items()]
+        storage = STORAGE_FROM_ENV if self.storage_from_env() else quoted(self.storage)
         callback = [
             f"{PRUNING_CALLBACK}._target_=cifar_lit.callbacks.optuna_pruning.OptunaPruning",
             f"{PRUNING_CALLBACK}.study_name={quoted(self.study_name)}",
-            f"{PRUNING_CALLBACK}.storage={quoted(self.storage)}",
+            f"{PRUNING_CALLBACK}.storage={storage}",
             f"{PRUNING_CALLBACK}.trial_number={trial.number}",
             # the pruner too: Optuna's storage keeps the trials' reports, not the study's pruner
             f"{PRUNING_CALLBACK}.pruner={override_value(self.pruner_config())}",
@@ -250,8 +266,9 @@ class OptunaSearch:
             cells = remaining_cells(study, space)
             n_trials = cells if n_trials is None else min(n_trials, cells)
             if not cells:
-                log.info("every cell of the grid has a finished trial in %s: nothing to run", self.storage)
-        log.info("Optuna study %s (%s): %d trials over %s", self.study_name, self.storage, n_trials, list(space))
+                log.info("every cell of the grid has a finished trial in %s: nothing to run", self.shown_storage())
+        shown = self.shown_storage()
+        log.info("Optuna study %s (%s): %d trials over %s", self.study_name, shown, n_trials, list(space))
         returns: list[JobReturn] = []
         while len(returns) < n_trials:
             trials = [study.ask(space) for _ in range(min(self.n_jobs, n_trials - len(returns)))]

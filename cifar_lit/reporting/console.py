@@ -11,6 +11,8 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.tree import Tree
 
+from cifar_lit.reporting.secrets import mask_secrets
+
 
 @rank_zero_only
 def print_config_tree(cfg: DictConfig) -> None:
@@ -18,7 +20,8 @@ def print_config_tree(cfg: DictConfig) -> None:
     node left out), so a run's output starts with what it runs. ``.hydra/config.yaml`` in the run dir keeps it."""
 
     def yaml(node: DictConfig) -> Syntax:
-        return Syntax(OmegaConf.to_yaml(node, resolve=True).rstrip(), "yaml", theme="ansi_dark", word_wrap=True)
+        text = mask_secrets(OmegaConf.to_yaml(node, resolve=True).rstrip())  # a job's log may be a file (SLURM)
+        return Syntax(text, "yaml", theme="ansi_dark", word_wrap=True)
 
     groups = [key for key, node in cfg.items() if isinstance(node, DictConfig) and key != "hydra"]
     values = [key for key in cfg if not isinstance(cfg[key], DictConfig)]

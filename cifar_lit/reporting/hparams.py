@@ -15,6 +15,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import Container, DictConfig, OmegaConf
 
+from cifar_lit.reporting.secrets import mask_value
+
 # name in HPARAMS -> config key, for what a person compares between runs (model, optimizer, scheduler: see hparams)
 CURATED = {
     "K": "model.num_branches",
@@ -74,7 +76,8 @@ def run_overrides(cfg: DictConfig) -> dict[str, Any]:
 def comparable_hparams(cfg: DictConfig) -> dict[str, bool | int | float | str]:
     """The HPARAMS columns of a run: the model (its config name, number of blocks, K, g), the optimizer (class name,
     lr, weight decay, momentum), the scheduler, batch size, epochs, augmentation, precision and seed, then the
-    command-line overrides not among them under the key typed (``model.classifier.dropout``)."""
+    command-line overrides not among them under the key typed (``model.classifier.dropout``). Passwords in URLs
+    masked (``cifar_lit.reporting.secrets``)."""
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     scheduler = OmegaConf.select(cfg, "scheduler._target_", default=None)
     params: dict[str, Any] = {
@@ -87,7 +90,7 @@ def comparable_hparams(cfg: DictConfig) -> dict[str, bool | int | float | str]:
     params |= {name: OmegaConf.select(cfg, key, default=None) for name, key in CURATED.items()}
     shown = set(CURATED.values()) | {"model", "optimizer", "scheduler"}
     params |= {key: value for key, value in run_overrides(cfg).items() if key not in shown}
-    return {name: hparam_value(value) for name, value in params.items()}
+    return {name: mask_value(hparam_value(value)) for name, value in params.items()}
 
 
 def swept_columns() -> set[str]:

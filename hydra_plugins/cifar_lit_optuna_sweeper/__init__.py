@@ -26,7 +26,8 @@ class CifarLitOptunaSweeperConf:
     direction: str | None = None
     study_name: str = "cifar_lit_block_net"
     # a file path: Optuna's JournalStorage in that file; a URL with "://": an RDB storage (sqlite:///..., postgresql://)
-    storage: str = "${hydra.sweep.dir}/optuna.journal"
+    # $CIFAR_LIT_OPTUNA_STORAGE when set: a password in it is written nowhere (cifar_lit.reporting.secrets)
+    storage: str = "${oc.env:CIFAR_LIT_OPTUNA_STORAGE,${hydra.sweep.dir}/optuna.journal}"
     n_trials: int | None = 20  # null: the whole grid (grid sampler only)
     n_jobs: int = 1  # trials asked, and jobs launched, at once
     # _target_ configs, chosen in conf/'s groups hydra/sweeper/optuna_sampler (tpe, random, grid, cmaes) and
