@@ -40,6 +40,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_lit.hydra_ext.job_resume import job_overrides
+from cifar_lit.hydra_ext.runner import is_multirun, task_overrides
 from cifar_lit.reporting.hparams import comparable_hparams, hparams_summary, swept_columns
 from cifar_lit.reporting.secrets import mask_secrets
 
@@ -167,11 +168,8 @@ def reproduce_command() -> str | None:
     $CIFAR_LIT_OPTUNA_STORAGE, which the command names instead."""
     if not HydraConfig.initialized():
         return None
-    hydra_cfg = HydraConfig.get()
-    # unresolved: an override such as the sweeper's storage=${oc.env:CIFAR_LIT_OPTUNA_STORAGE} names the variable,
-    # not its value (a list item read from the config would be resolved)
-    overrides = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)
-    if getattr(hydra_cfg.mode, "name", None) == "MULTIRUN":
+    overrides = task_overrides()
+    if is_multirun():
         overrides.append("hydra.mode=RUN")
     return " ".join([ENTRY_POINT, *(shlex.quote(mask_secrets(override)) for override in overrides)])
 

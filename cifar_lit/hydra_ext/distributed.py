@@ -19,7 +19,9 @@ from contextlib import contextmanager
 import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import OmegaConf, read_write
+from omegaconf import read_write
+
+from cifar_lit.hydra_ext.runner import task_overrides
 
 
 def in_multirun() -> bool:
@@ -31,10 +33,9 @@ def single_run_argv() -> list[str]:
     hydra_cfg = HydraConfig.get()
     argv = [sys.argv[0], f"--config-name={hydra_cfg.job.config_name}"]
     argv += [f"--config-dir={s.path}" for s in hydra_cfg.runtime.config_sources if s.provider == "command-line"]
-    # unresolved: an override such as the Optuna sweeper's storage=${oc.env:CIFAR_LIT_OPTUNA_STORAGE} reaches the
-    # other ranks (their environment is this one's) as typed, not as its value on their command line
-    task = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)
-    return [*argv, *task, "hydra.mode=RUN"]  # RUN: hparams_search=optuna asks for MULTIRUN
+    # as typed: the Optuna sweeper's storage=${oc.env:CIFAR_LIT_OPTUNA_STORAGE} reaches the other ranks (their
+    # environment is this one's) as the variable, not as its value on their command line
+    return [*argv, *task_overrides(), "hydra.mode=RUN"]  # RUN: hparams_search=optuna asks for MULTIRUN
 
 
 @contextmanager

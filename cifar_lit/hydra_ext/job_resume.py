@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from cifar_lit.errors import FAILURE_FILE, ConfigError
+from cifar_lit.hydra_ext.runner import is_multirun, task_overrides
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,7 @@ BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 def job_overrides() -> list[str] | None:
     """The running multirun job's own overrides (the sweep's values for this job and the command's fixed ones)."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode.name != "MULTIRUN":
-        return None
-    return list(HydraConfig.get().overrides.task)
+    return task_overrides() if is_multirun() else None
 
 
 def read_record(path: Path) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from cifar_lit.errors import FAILURE_FILE, USER_ERRORS
 
@@ -25,7 +25,7 @@ def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
     """Run ``task``. A user error (bad config value, missing data, divergence) ends a single run with its message
     and exit status 1, not a traceback. Inside a multirun any error ends only its job: the error is written to
     the job's ``FAILED.txt``, the sweep goes on, and its summary marks the job failed."""
-    multirun = HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+    multirun = is_multirun()
     route_lightning_logs()
     try:
         return task(cfg)
@@ -42,6 +42,18 @@ def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
         log.exception("job failed")
         record_failure(err)
         return None
+
+
+def is_multirun() -> bool:
+    """Whether this is a multirun job (a config composed without a Hydra run, as tests do, has no mode)."""
+    return HydraConfig.initialized() and getattr(HydraConfig.get().mode, "name", None) == "MULTIRUN"
+
+
+def task_overrides() -> list[str]:
+    """This run's command-line overrides (Hydra's task overrides) as typed. Unresolved: an override such as the
+    sweeper's ``storage=${oc.env:CIFAR_LIT_OPTUNA_STORAGE}`` names the variable, not its value (a list item read
+    from the config would be resolved, the password with it)."""
+    return OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)
 
 
 def route_lightning_logs() -> None:

@@ -20,9 +20,10 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from cifar_lit.errors import CheckpointError
+from cifar_lit.hydra_ext.runner import task_overrides
 from cifar_lit.reporting.secrets import mask_secrets
 from cifar_lit.training.checkpoint import existing_file, read_checkpoint
 
@@ -74,8 +75,7 @@ def resume_hint(cfg: DictConfig) -> str:
     if not HydraConfig.initialized():  # composed outside a Hydra run (tests)
         return "the same overrides plus hydra.run.dir=<the run's folder> ckpt_path=last"
     hydra_cfg = HydraConfig.get()
-    task = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)  # ${oc.env:...} kept, not its value
-    args = [a for a in task if not a.startswith(("hydra.run.dir=", "ckpt_path="))]
+    args = [a for a in task_overrides() if not a.startswith(("hydra.run.dir=", "ckpt_path="))]
     # the seed the run used (seed=null drew one): a resume with another would shuffle the data differently
     args = [f"seed={cfg.seed}" if a.split("=", 1)[0].lstrip("+") == "seed" else a for a in args]
     args += [f"hydra.run.dir={hydra_cfg.runtime.output_dir}", "ckpt_path=last"]
