@@ -347,3 +347,41 @@ def test_a_two_key_sweep_gets_its_grid_with_pruned_failed_and_missing_cells(tmp_
         ["0.01", "0.3000 (pruned, 1 ep)", "0.6000"],
         ["0.1", "failed", "not run"],
     ]
+
+
+def test_a_two_key_sweep_gets_a_heat_map_and_its_best_curves(tmp_path):
+    """grid.png beside summary.md: the cells' best val accuracies (none for a failed or missing cell), the best one
+    framed; val_acc.png draws the best few jobs only. A one-key sweep gets no heat map."""
+    from cifar_lit.reporting.grid import two_key_grid
+    from cifar_lit.reporting.plots import plot_jobs
+    from cifar_lit.reporting.sweeps import job_dirs, sort_jobs, summarize_job, varying_overrides
+
+    accuracies = {("0.01", "64"): 0.61, ("0.01", "128"): 0.72, ("0.001", "64"): 0.55, ("0.001", "128"): 0.58}
+    for job, ((lr, batch), acc) in enumerate(accuracies.items()):
+        write_job(tmp_path, job, [f"optimizer.lr={lr}", f"data.batch_size={batch}"], [], [acc - 0.1, acc], acc)
+    (tmp_path / "4" / ".hydra").mkdir(parents=True)
+    (tmp_path / "4" / ".hydra" / "overrides.yaml").write_text(
+        yaml.safe_dump(["optimizer.lr=0.1", "data.batch_size=64"])
+    )
+    (tmp_path / "4" / FAILURE_FILE).write_text("FloatingPointError: diverged\n")
+    paths = write_summary(tmp_path, tmp_path)
+    assert tmp_path / "grid.png" in paths
+    with Image.open(tmp_path / "grid.png") as image:
+        assert image.format == "PNG"
+    jobs = sort_jobs(summarize_job(job) for job in job_dirs(tmp_path))
+    grid = two_key_grid(jobs, varying_overrides(jobs)[0])
+    assert (grid.rows, grid.columns) == (["0.001", "0.01", "0.1"], ["64", "128"])
+    cells = [[grid.accuracy(r, c) for c in grid.columns] for r in grid.rows]
+    assert cells[:2] == [pytest.approx([0.55, 0.58]), pytest.approx([0.61, 0.72])] and cells[2] == [None, None]
+    assert grid.best() == ("0.01", "128")
+
+    for job, acc in enumerate([0.3, 0.9, 0.5, 0.7, 0.4, 0.8, 0.6]):  # seven jobs: val_acc.png draws the best five
+        write_job(tmp_path / "seven", job, [f"seed={job}"], [], [acc], acc)
+    jobs = sort_jobs(summarize_job(job) for job in job_dirs(tmp_path / "seven"))
+    drawn = plot_jobs(jobs, varying_overrides(jobs)[0], tmp_path / "curves.png", "seven")
+    assert drawn == ["1", "5", "3", "6", "2"]
+
+    one_key = tmp_path / "one_key"
+    for job, lr in enumerate(["0.1", "0.01"]):
+        write_job(one_key, job, [f"optimizer.lr={lr}"], [], [0.5], 0.5)
+    assert not any(path.name == "grid.png" for path in write_summary(one_key, one_key))

@@ -6,6 +6,7 @@ for a cell the pruner stopped, the epochs it ran. Every cell of the grid is show
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from cifar_lit.reporting.job import JobSummary
 from cifar_lit.reporting.seeds import override_key
@@ -24,20 +25,34 @@ def sort_values(values: set[str]) -> list[str]:
     return sorted(values, key=key)
 
 
-def cell(job: JobSummary | None, best: float | None) -> str:
-    if job is None:
-        return "not run"
-    if job.status not in ("ok", "pruned"):
-        return job.status
-    text = "-" if job.best_val_acc is None else f"{job.best_val_acc:.4f}"
-    if job.best_val_acc is not None and job.best_val_acc == best:
-        text = f"**{text}**"
-    return f"{text} (pruned, {job.epochs} ep)" if job.pruned else text
+@dataclass
+class Grid:
+    """The jobs of a two-key sweep by (value of the first key, value of the second)."""
+
+    keys: tuple[str, str]
+    rows: list[str]
+    columns: list[str]
+    cells: dict[tuple[str, str], JobSummary]
+
+    def accuracy(self, row: str, column: str) -> float | None:
+        """The cell's best val accuracy; None for a cell not run, failed, or without a validation."""
+        job = self.cells.get((row, column))
+        return job.best_val_acc if job is not None and job.status in ("ok", "pruned") else None
+
+    def best(self) -> tuple[str, str] | None:
+        """The (row, column) of the highest best val accuracy (the first in row order on a tie)."""
+        scored = [(acc, -i, -j) for i, r in enumerate(self.rows) for j, c in enumerate(self.columns)
+                  if (acc := self.accuracy(r, c)) is not None]  # fmt: skip
+        if not scored:
+            return None
+        _, i, j = max(scored)
+        return self.rows[-i], self.columns[-j]
 
 
-def grid_table(jobs: Sequence[JobSummary], varying: Sequence[Sequence[str]]) -> str | None:
-    """The Markdown grid of a sweep whose jobs differ in exactly two keys, one value each; None for any other."""
-    by_values: dict[tuple[str, str], JobSummary] = {}
+def two_key_grid(jobs: Sequence[JobSummary], varying: Sequence[Sequence[str]]) -> Grid | None:
+    """The grid of a sweep whose jobs differ in exactly two keys, one value each, at least two of each; None for any
+    other sweep."""
+    cells: dict[tuple[str, str], JobSummary] = {}
     keys: list[str] | None = None
     for job, overrides in zip(jobs, varying, strict=True):
         pairs = [(override_key(o), o.split("=", 1)[1]) for o in overrides if "=" in o]
@@ -46,14 +61,30 @@ def grid_table(jobs: Sequence[JobSummary], varying: Sequence[Sequence[str]]) -> 
             return None
         keys = keys or job_keys
         values = dict(pairs)
-        by_values[values[keys[0]], values[keys[1]]] = job
+        cells[values[keys[0]], values[keys[1]]] = job
     if keys is None:
         return None
-    rows = sort_values({row for row, _ in by_values})
-    columns = sort_values({column for _, column in by_values})
+    rows = sort_values({row for row, _ in cells})
+    columns = sort_values({column for _, column in cells})
     if len(rows) < 2 or len(columns) < 2:
         return None
-    best = max((job.best_val_acc for job in jobs if job.best_val_acc is not None), default=None)
-    records = [[row, *(cell(by_values.get((row, column)), best) for column in columns)] for row in rows]
-    header = [f"{keys[0]} \\ {keys[1]}", *columns]
-    return "Best val acc of each cell (bold: the best):\n\n" + markdown_table(header, records)
+    return Grid((keys[0], keys[1]), rows, columns, cells)
+
+
+def cell(job: JobSummary | None, best: bool) -> str:
+    if job is None:
+        return "not run"
+    if job.status not in ("ok", "pruned"):
+        return job.status
+    text = "-" if job.best_val_acc is None else f"{job.best_val_acc:.4f}"
+    if best:
+        text = f"**{text}**"
+    return f"{text} (pruned, {job.epochs} ep)" if job.pruned else text
+
+
+def grid_table(grid: Grid) -> str:
+    """The grid as Markdown, the best cell bold."""
+    best = grid.best()
+    records = [[r, *(cell(grid.cells.get((r, c)), (r, c) == best) for c in grid.columns)] for r in grid.rows]
+    header = [f"{grid.keys[0]} \\ {grid.keys[1]}", *grid.columns]
+    return "Best val acc of each cell (bold: the best; the heat map: grid.png):\n\n" + markdown_table(header, records)

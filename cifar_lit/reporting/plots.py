@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cifar_lit.reporting.events import EpochTable
+from cifar_lit.reporting.grid import Grid
 from cifar_lit.reporting.job import JobSummary
 from cifar_lit.reporting.tables import FINAL_TEST_LABEL
 
@@ -58,16 +59,55 @@ def plot_curves(table: EpochTable, out_dir: Path, title: str) -> list[Path]:
     return paths
 
 
-def plot_jobs(jobs: Sequence[JobSummary], labels: Sequence[Sequence[str]], path: Path, title: str) -> None:
-    """The jobs' ``val/acc`` curves against the 1-based epoch, in one figure."""
+BEST_CURVES = 5  # a sweep's val_acc.png draws its best few jobs: a dozen lines read as none
+
+
+def plot_jobs(jobs: Sequence[JobSummary], labels: Sequence[Sequence[str]], path: Path, title: str) -> list[str]:
+    """The ``val/acc`` curves of the ``BEST_CURVES`` first jobs (a sweep's best first) against the 1-based epoch;
+    returns the jobs drawn."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    if len(jobs) > BEST_CURVES:
+        title = f"{title}: the best {BEST_CURVES} of {len(jobs)} jobs"
+    jobs, labels = jobs[:BEST_CURVES], labels[:BEST_CURVES]
     for job, overrides in zip(jobs, labels, strict=True):
         if job.val_acc:
             epochs = sorted(job.val_acc)
             label = f"{job.job}: {' '.join(overrides)}" if overrides else job.job
             ax.plot([e + 1 for e in epochs], [job.val_acc[e] for e in epochs], marker=".", label=label)
     _style(ax, "val accuracy", title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return [job.job for job in jobs if job.val_acc]
+
+
+def plot_grid(grid: Grid, path: Path, title: str) -> None:
+    """``grid.png``: a heat map of each cell's best val accuracy (rows: the first key's values, columns: the
+    second's), its value written in the cell (or why there is none), the best cell framed."""
+    import numpy as np
+    from matplotlib.patches import Rectangle
+
+    plt = _pyplot()
+    values = np.array([[grid.accuracy(r, c) or np.nan for c in grid.columns] for r in grid.rows], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.3 * len(grid.columns) + 2.5, 0.7 * len(grid.rows) + 1.8))
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto")
+    fig.colorbar(image, ax=ax, label="best val accuracy")
+    for i, row in enumerate(grid.rows):
+        for j, column in enumerate(grid.columns):
+            job = grid.cells.get((row, column))
+            empty = np.isnan(values[i, j])
+            text = ("not run" if job is None else job.status) if empty else f"{values[i, j]:.3f}"
+            dark = not empty and image.norm(values[i, j]) < 0.6  # viridis: dark below, light above
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    if (best := grid.best()) is not None:
+        i, j = grid.rows.index(best[0]), grid.columns.index(best[1])
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
+    ax.set_xticks(range(len(grid.columns)), grid.columns)
+    ax.set_yticks(range(len(grid.rows)), grid.rows)
+    ax.set_xlabel(grid.keys[1])
+    ax.set_ylabel(grid.keys[0])
+    ax.set_title(f"{title}: best val accuracy (framed: the best)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from cifar_lit.errors import FAILURE_FILE, PRUNED_FILE
 from cifar_lit.reporting.events import ReportError, per_epoch_table, read_scalars
-from cifar_lit.reporting.grid import grid_table
+from cifar_lit.reporting.grid import grid_table, two_key_grid
 from cifar_lit.reporting.job import JobSummary
-from cifar_lit.reporting.plots import plot_jobs
+from cifar_lit.reporting.plots import plot_grid, plot_jobs
 from cifar_lit.reporting.run_config import read_overrides, read_tags
 from cifar_lit.reporting.seeds import group_by_seed, write_seed_summary
 from cifar_lit.reporting.tables import markdown_table, write_csv
@@ -81,8 +81,9 @@ def sort_jobs(jobs: Iterable[JobSummary]) -> list[JobSummary]:
 
 
 def write_summary(sweep_dir: Path, out_dir: Path) -> list[Path]:
-    """``summary.md``, ``summary.csv`` and ``val_acc.png`` for a multirun dir, and ``summary_by_seed.md`` and
-    ``.csv`` when some jobs differ only in ``seed``; returns their paths."""
+    """``summary.md``, ``summary.csv`` and ``val_acc.png`` (the best jobs' curves) for a multirun dir, ``grid.png``
+    (a heat map) for a two-key sweep, and ``summary_by_seed.md`` and ``.csv`` when some jobs differ only in
+    ``seed``; returns their paths."""
     jobs = sort_jobs(summarize_job(job) for job in job_dirs(sweep_dir))
     varying, shared = varying_overrides(jobs)
     header = ["job", "overrides", "tags", "best val acc", "test acc", "epochs", "wall time (s)", "status"]
@@ -104,9 +105,9 @@ def write_summary(sweep_dir: Path, out_dir: Path) -> list[Path]:
         md += "Overrides of every job: `" + " ".join(shared) + "`\n\n"
     md_records = [[*rec[:-2], None if rec[-2] is None else f"{rec[-2]:.1f}", rec[-1]] for rec in records]
     md += markdown_table(header, md_records, left=3)
-    grid = grid_table(jobs, varying)
+    grid = two_key_grid(jobs, varying)
     if grid:
-        md += "\n" + grid
+        md += "\n" + grid_table(grid)
     noted = [job for job in jobs if job.error or job.pruned]
     if noted:
         md += "\n" + "".join(f"- job {job.job}: {job.error or job.pruned}\n" for job in noted)
@@ -120,6 +121,9 @@ def write_summary(sweep_dir: Path, out_dir: Path) -> list[Path]:
         [[*rec, " ".join(job.overrides)] for rec, job in zip(records, jobs, strict=True)],
     )
     plot_jobs(jobs, varying, paths[2], sweep_dir.name)
+    if grid:
+        paths.append(out_dir / "grid.png")
+        plot_grid(grid, paths[-1], sweep_dir.name)
     groups = group_by_seed(jobs)
     if any(len(group.jobs) > 1 for group in groups):
         paths += write_seed_summary(groups, out_dir, sweep_dir.name)
