@@ -52,7 +52,7 @@ def test_every_optuna_sampler_and_pruner_option_builds_its_study(sampler, pruner
     """Each option's settings are ones its Optuna class takes: the study is created and a trial drawn from the
     search space (hparams_search=optuna's; choices only for the grid)."""
     pytest.importorskip("optuna")
-    from cifar_lit.hydra_ext.optuna_sweeper import search_space
+    from cifar_lit.hydra_ext.optuna_space import search_space
 
     overrides = [
         "hparams_search=optuna",
