@@ -20,8 +20,8 @@ from cifar_lit.hydra_ext.instantiate import build_module, instantiate, instantia
 from cifar_lit.hydra_ext.job_resume import resume_sweep_job
 from cifar_lit.hydra_ext.runner import run_cli
 from cifar_lit.reporting.console import print_config_tree, print_metrics
-from cifar_lit.training.module import check_monitor
 from cifar_lit.training.monitor import monitor_mode
+from cifar_lit.training.monitor_check import check_monitor
 from cifar_lit.training.precision import resolve_trainer_precision
 from cifar_lit.training.process import keep_freed_memory, seed_run, set_threads
 from cifar_lit.training.resume import logger_step, resolve_ckpt_path, resume_hint, with_purge_step
@@ -41,7 +41,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     cfg.seed = seed_run(cfg.get("seed"))  # seed=null: the drawn seed, for ${seed} (data.seed) and run.json
     module = build_module(cfg)
     datamodule = instantiate(cfg.data)
-    check_monitor(cfg.get("monitor"), datamodule.eval_splits)
+    datamodule.setup("fit")  # the epoch's batch count, for the check; Lightning's setup then finds it done
+    check_monitor(cfg.get("monitor"), cfg.trainer, datamodule)
     callbacks = instantiate_list(cfg.get("callbacks"))
     for callback in callbacks:
         if isinstance(callback, RunProvenance):

@@ -255,6 +255,21 @@ def test_optuna_sweep_whose_trials_all_fail_says_so_in_one_line(synthetic_root, 
     assert {t.state.name for t in load_optuna_study(sweep).trials} == {"FAIL"}
 
 
+@pytest.mark.slow
+def test_a_search_whose_trials_never_validate_fails(synthetic_root, tmp_path):
+    """trainer.max_steps=3 of an epoch's 10 batches: no trial would ever validate, so each is refused before training
+    (its FAILED.txt names the setting), told FAIL, and the search exits 1. It used to log "no trial completed" and
+    exit 0, its jobs "ok" without a best val acc."""
+    sweep = tmp_path / "sweep"
+    overrides = ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "experiment=smoke", "trainer.max_steps=3"]
+    cli = [*overrides, f"model.blocks={TINY_BLOCKS}", *synthetic_overrides(synthetic_root, tmp_path / "cache")]
+    result = run_cli("train", *cli, f"hydra.sweep.dir={sweep}")  # data.batch_size=32 fixed: 300 images, 10 batches
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert [t.state.name for t in load_optuna_study(sweep).trials] == ["FAIL", "FAIL"]
+    assert [row["status"] for row in read_csv(sweep / "summary.csv")] == ["failed", "failed"]
+    assert "trainer.max_steps=3 ends training before the first validation" in (sweep / "0" / "FAILED.txt").read_text()
+
+
 def test_a_search_space_the_sampler_cannot_take_is_one_line(tmp_path):
     result = run_cli(
         "train", "hparams_search=optuna", "hydra/sweeper/optuna_sampler=grid", f"hydra.sweep.dir={tmp_path}"

@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 from cifar_lit.train import train
-from tests.conftest import SMALL_BLOCKS, compose_train, read_csv, run_cli, run_training, scalars, synthetic_overrides
+from tests.conftest import (
+    SMALL_BLOCKS,
+    compose_train,
+    read_csv,
+    run_cli,
+    run_training,
+    scalars,
+    synthetic_overrides,
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +80,17 @@ def test_eval_reloads_the_checkpoint(smoke_run, synthetic_root, tmp_path):
             ["monitor=val/acc", "data.test_every_epoch=true"],
         ),
         (["experiment=smoke", "data.val_size=0", "monitor=val/acc"], ["monitor=test/acc", "data.val_size > 0"]),
+        # validation that never runs: the run used to train and end with status 0, without val/acc_best
+        (["experiment=smoke", "trainer.limit_val_batches=0"], ["trainer.limit_val_batches=0", "=null"]),
+        (
+            ["experiment=smoke", "trainer.check_val_every_n_epoch=2"],
+            ["trainer.check_val_every_n_epoch=2 is past trainer.max_epochs=1", "trainer.max_epochs=2"],
+        ),
     ],
 )
 def test_a_monitor_that_is_never_logged_fails_before_training(synthetic_root, tmp_path, overrides, ways_out):
-    """ModelCheckpoint would find the metric missing only after the first epoch's validation, saving nothing."""
+    """ModelCheckpoint would find the metric missing only after the first epoch's validation, saving nothing; a run
+    that never validates would end without its result."""
     result = run_cli(
         "train",
         *synthetic_overrides(synthetic_root, tmp_path / "cache"),
