@@ -14,6 +14,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from cifar_lit.callbacks.provenance import RunProvenance
+from cifar_lit.errors import NoResultError
 from cifar_lit.hydra_ext.distributed import job_scope
 from cifar_lit.hydra_ext.entry import entry_point
 from cifar_lit.hydra_ext.instantiate import build_module, instantiate, instantiate_list
@@ -59,6 +60,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         print(f"stopped by SIGTERM; to resume: {resume_hint(cfg)}", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if (monitor := cfg.get("monitor")) is not None and f"{monitor}_best" not in metrics:
+        # what check_monitor could not foresee (validation on a clock, ranks unknown): no result is a failure, not
+        # an "ok" job without a value that a search would tell FAIL and a sweep summary would rank last
+        raise NoResultError(
+            f"monitor={monitor} was never logged: the run ended without {monitor}_best, its result "
+            "(did it ever validate? see trainer.max_steps, trainer.val_check_interval, trainer.limit_val_batches)"
+        )
     if cfg.get("test"):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if not best:
