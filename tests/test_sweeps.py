@@ -270,6 +270,46 @@ def test_a_search_whose_trials_never_validate_fails(synthetic_root, tmp_path):
     assert "trainer.max_steps=3 ends training before the first validation" in (sweep / "0" / "FAILED.txt").read_text()
 
 
+class NoValueLauncher:
+    """Jobs that end without a value and without a FAILED.txt: what a job that never logged its monitor returned
+    before it counted as failed (and what any job whose value is not a finite number still returns)."""
+
+    def launch(self, batch: list[list[str]], initial_job_idx: int) -> list:
+        from hydra.core.utils import JobReturn, JobStatus
+
+        returns = [JobReturn() for _ in batch]
+        for job_return in returns:
+            job_return.status, job_return.return_value = JobStatus.COMPLETED, None
+        return returns
+
+
+def test_a_search_in_which_no_trial_completed_exits_1(tmp_path):
+    """Its trials are told FAIL and there is no best value: status 1 from the search itself, whatever the jobs' folders
+    say (it logged "no trial completed" and returned, and the command exited 0)."""
+    cfg = compose_train(["hparams_search=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={tmp_path}"], tmp_path)
+    search = optuna_search(cfg)
+    search.launcher = NoValueLauncher()
+    with pytest.raises(SystemExit, match="no trial of study cifar_lit_block_net completed: 3 of 3 failed"):
+        search.sweep([])
+    assert [t.state.name for t in load_optuna_study(tmp_path).trials] == ["FAIL"] * 3
+
+
+@pytest.mark.slow
+def test_max_failure_rate_stops_a_search_whose_trials_fail(synthetic_root, tmp_path):
+    """Every lr of the search space is negative: with hydra.sweeper.max_failure_rate=0.5 the search stops after its
+    first failed trial (1 of 1 > 0.5) instead of running all four, with status 1 and the reason in its log."""
+    sweep = tmp_path / "sweep"
+    overrides = ["hparams_search=optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.max_failure_rate=0.5"]
+    bad_space = "optimizer.lr=choice(-1.0,-0.5)"
+    result = run_cli(
+        "train", *overrides, bad_space, *quick_overrides(synthetic_root, tmp_path), f"hydra.sweep.dir={sweep}"
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert [t.state.name for t in load_optuna_study(sweep).trials] == ["FAIL"]
+    assert "1 of the 1 trials run failed, more than hydra.sweeper.max_failure_rate=0.5" in result.stdout + result.stderr
+    assert [row["job"] for row in read_csv(sweep / "summary.csv")] == ["0"]
+
+
 def test_a_search_space_the_sampler_cannot_take_is_one_line(tmp_path):
     result = run_cli(
         "train", "hparams_search=optuna", "hydra/sweeper/optuna_sampler=grid", f"hydra.sweep.dir={tmp_path}"
