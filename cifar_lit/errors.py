@@ -20,4 +20,8 @@ class CheckpointError(RuntimeError):
     """The checkpoint is missing, unreadable, unsafe or for another model; the message says which."""
 
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError, FloatingPointError)
+class NoResultError(RuntimeError):
+    """A run ended without its result: its monitor (``<monitor>_best``, what it returns) was never logged."""
+
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError, FloatingPointError, NoResultError)

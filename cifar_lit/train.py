@@ -14,14 +14,15 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from cifar_lit.callbacks.provenance import RunProvenance
+from cifar_lit.errors import NoResultError
 from cifar_lit.hydra_ext.distributed import job_scope
 from cifar_lit.hydra_ext.entry import entry_point
 from cifar_lit.hydra_ext.instantiate import build_module, instantiate, instantiate_list
 from cifar_lit.hydra_ext.job_resume import resume_sweep_job
 from cifar_lit.hydra_ext.runner import run_cli
 from cifar_lit.reporting.console import print_config_tree, print_metrics
-from cifar_lit.training.module import check_monitor
 from cifar_lit.training.monitor import monitor_mode
+from cifar_lit.training.monitor_check import check_monitor
 from cifar_lit.training.precision import resolve_trainer_precision
 from cifar_lit.training.process import keep_freed_memory, seed_run, set_threads
 from cifar_lit.training.resume import logger_step, resolve_ckpt_path, resume_hint, with_purge_step
@@ -41,7 +42,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     cfg.seed = seed_run(cfg.get("seed"))  # seed=null: the drawn seed, for ${seed} (data.seed) and run.json
     module = build_module(cfg)
     datamodule = instantiate(cfg.data)
-    check_monitor(cfg.get("monitor"), datamodule.eval_splits)
+    datamodule.setup("fit")  # the epoch's batch count, for the check; Lightning's setup then finds it done
+    check_monitor(cfg.get("monitor"), cfg.trainer, datamodule)
     callbacks = instantiate_list(cfg.get("callbacks"))
     for callback in callbacks:
         if isinstance(callback, RunProvenance):
@@ -58,6 +60,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         print(f"stopped by SIGTERM; to resume: {resume_hint(cfg)}", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if (monitor := cfg.get("monitor")) is not None and f"{monitor}_best" not in metrics:
+        # what check_monitor could not foresee (validation on a clock, ranks unknown): no result is a failure, not
+        # an "ok" job without a value that a search would tell FAIL and a sweep summary would rank last
+        raise NoResultError(
+            f"monitor={monitor} was never logged: the run ended without {monitor}_best, its result "
+            "(did it ever validate? see trainer.max_steps, trainer.val_check_interval, trainer.limit_val_batches)"
+        )
     if cfg.get("test"):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if not best:

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from cifar_lit.errors import ConfigError
 from cifar_lit.training.module import BlockClassifier
 from cifar_lit.training.monitor import metric_mode
+from cifar_lit.training.monitor_check import check_monitor
 from tests.conftest import (
     TINY_BLOCKS,
     compose_train,
@@ -137,3 +138,44 @@ def test_an_optuna_search_on_val_loss_minimises_it(synthetic_root, tmp_path):
         assert trial.value == pytest.approx(min(loss))
     assert study.best_value == pytest.approx(min(min(loss) for loss in losses))
     assert math.isfinite(OmegaConf.load(sweep / "optimization_results.yaml").best_value)
+
+
+class TenBatches:
+    """What check_monitor reads of a set-up datamodule: an epoch of 10 training batches, shared by the ranks."""
+
+    eval_splits = ("val",)
+
+    def train_batches(self, world_size: int = 1) -> int:
+        return 10 // world_size
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needed"),
+    [
+        ([], 10),  # validation after the epoch's last batch
+        (["trainer.val_check_interval=0.5"], 5),
+        (["trainer.val_check_interval=3"], 3),
+        (["trainer.accumulate_grad_batches=3"], 4),  # steps after batches 3, 6, 9 and the epoch's last, 10
+        (["trainer.check_val_every_n_epoch=2"], 20),
+        (["trainer.limit_train_batches=4"], 4),
+        (["trainer.devices=2"], 5),  # each rank trains half the epoch
+    ],
+)
+def test_max_steps_must_reach_the_first_validation(overrides, needed):
+    """Lightning's schedule worked out from the config and the batch count: ``needed`` steps validate once, one fewer
+    never does (the run used to end without its result, an "ok" job of a sweep)."""
+    trainer = compose_train([*overrides, f"trainer.max_steps={needed}"]).trainer
+    check_monitor("val/acc", trainer, TenBatches())
+    trainer.max_steps = needed - 1
+    with pytest.raises(ConfigError, match=f"set trainer.max_steps={needed} or more"):
+        check_monitor("val/acc", trainer, TenBatches())
+
+
+@pytest.mark.parametrize(
+    "overrides", [["trainer.devices=auto"], ["trainer.val_check_interval='00:00:10:00'"], ["monitor=train/loss"]]
+)
+def test_a_schedule_the_config_cannot_tell_is_left_to_the_run(overrides):
+    """Ranks unknown until the run starts, validation on a clock, a monitor logged without validation: no refusal
+    (a run that then ends without its monitor fails at its end)."""
+    cfg = compose_train([*overrides, "trainer.max_steps=1"])
+    check_monitor(cfg.monitor, cfg.trainer, TenBatches())

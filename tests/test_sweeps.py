@@ -52,7 +52,7 @@ def test_every_optuna_sampler_and_pruner_option_builds_its_study(sampler, pruner
     """Each option's settings are ones its Optuna class takes: the study is created and a trial drawn from the
     search space (hparams_search=optuna's; choices only for the grid)."""
     pytest.importorskip("optuna")
-    from cifar_lit.hydra_ext.optuna_sweeper import search_space
+    from cifar_lit.hydra_ext.optuna_space import search_space
 
     overrides = [
         "hparams_search=optuna",
@@ -253,6 +253,61 @@ def test_optuna_sweep_whose_trials_all_fail_says_so_in_one_line(synthetic_root, 
     assert result.stderr.strip().splitlines()[-1] == "2 of 2 jobs failed (jobs 0, 1): see their FAILED.txt"
     assert "Traceback" not in result.stderr
     assert {t.state.name for t in load_optuna_study(sweep).trials} == {"FAIL"}
+
+
+@pytest.mark.slow
+def test_a_search_whose_trials_never_validate_fails(synthetic_root, tmp_path):
+    """trainer.max_steps=3 of an epoch's 10 batches: no trial would ever validate, so each is refused before training
+    (its FAILED.txt names the setting), told FAIL, and the search exits 1. It used to log "no trial completed" and
+    exit 0, its jobs "ok" without a best val acc."""
+    sweep = tmp_path / "sweep"
+    overrides = ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "experiment=smoke", "trainer.max_steps=3"]
+    cli = [*overrides, f"model.blocks={TINY_BLOCKS}", *synthetic_overrides(synthetic_root, tmp_path / "cache")]
+    result = run_cli("train", *cli, f"hydra.sweep.dir={sweep}")  # data.batch_size=32 fixed: 300 images, 10 batches
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert [t.state.name for t in load_optuna_study(sweep).trials] == ["FAIL", "FAIL"]
+    assert [row["status"] for row in read_csv(sweep / "summary.csv")] == ["failed", "failed"]
+    assert "trainer.max_steps=3 ends training before the first validation" in (sweep / "0" / "FAILED.txt").read_text()
+
+
+class NoValueLauncher:
+    """Jobs that end without a value and without a FAILED.txt: what a job that never logged its monitor returned
+    before it counted as failed (and what any job whose value is not a finite number still returns)."""
+
+    def launch(self, batch: list[list[str]], initial_job_idx: int) -> list:
+        from hydra.core.utils import JobReturn, JobStatus
+
+        returns = [JobReturn() for _ in batch]
+        for job_return in returns:
+            job_return.status, job_return.return_value = JobStatus.COMPLETED, None
+        return returns
+
+
+def test_a_search_in_which_no_trial_completed_exits_1(tmp_path):
+    """Its trials are told FAIL and there is no best value: status 1 from the search itself, whatever the jobs' folders
+    say (it logged "no trial completed" and returned, and the command exited 0)."""
+    cfg = compose_train(["hparams_search=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={tmp_path}"], tmp_path)
+    search = optuna_search(cfg)
+    search.launcher = NoValueLauncher()
+    with pytest.raises(SystemExit, match="no trial of study cifar_lit_block_net completed: 3 of 3 failed"):
+        search.sweep([])
+    assert [t.state.name for t in load_optuna_study(tmp_path).trials] == ["FAIL"] * 3
+
+
+@pytest.mark.slow
+def test_max_failure_rate_stops_a_search_whose_trials_fail(synthetic_root, tmp_path):
+    """Every lr of the search space is negative: with hydra.sweeper.max_failure_rate=0.5 the search stops after its
+    first failed trial (1 of 1 > 0.5) instead of running all four, with status 1 and the reason in its log."""
+    sweep = tmp_path / "sweep"
+    overrides = ["hparams_search=optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.max_failure_rate=0.5"]
+    bad_space = "optimizer.lr=choice(-1.0,-0.5)"
+    result = run_cli(
+        "train", *overrides, bad_space, *quick_overrides(synthetic_root, tmp_path), f"hydra.sweep.dir={sweep}"
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert [t.state.name for t in load_optuna_study(sweep).trials] == ["FAIL"]
+    assert "1 of the 1 trials run failed, more than hydra.sweeper.max_failure_rate=0.5" in result.stdout + result.stderr
+    assert [row["job"] for row in read_csv(sweep / "summary.csv")] == ["0"]
 
 
 def test_a_search_space_the_sampler_cannot_take_is_one_line(tmp_path):

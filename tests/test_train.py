@@ -6,8 +6,18 @@ from pathlib import Path
 
 import pytest
 
+from cifar_lit.errors import FAILURE_FILE
 from cifar_lit.train import train
-from tests.conftest import SMALL_BLOCKS, compose_train, read_csv, run_cli, run_training, scalars, synthetic_overrides
+from tests.conftest import (
+    SMALL_BLOCKS,
+    TINY_BLOCKS,
+    compose_train,
+    read_csv,
+    run_cli,
+    run_training,
+    scalars,
+    synthetic_overrides,
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +82,17 @@ def test_eval_reloads_the_checkpoint(smoke_run, synthetic_root, tmp_path):
             ["monitor=val/acc", "data.test_every_epoch=true"],
         ),
         (["experiment=smoke", "data.val_size=0", "monitor=val/acc"], ["monitor=test/acc", "data.val_size > 0"]),
+        # validation that never runs: the run used to train and end with status 0, without val/acc_best
+        (["experiment=smoke", "trainer.limit_val_batches=0"], ["trainer.limit_val_batches=0", "=null"]),
+        (
+            ["experiment=smoke", "trainer.check_val_every_n_epoch=2"],
+            ["trainer.check_val_every_n_epoch=2 is past trainer.max_epochs=1", "trainer.max_epochs=2"],
+        ),
     ],
 )
 def test_a_monitor_that_is_never_logged_fails_before_training(synthetic_root, tmp_path, overrides, ways_out):
-    """ModelCheckpoint would find the metric missing only after the first epoch's validation, saving nothing."""
+    """ModelCheckpoint would find the metric missing only after the first epoch's validation, saving nothing; a run
+    that never validates would end without its result."""
     result = run_cli(
         "train",
         *synthetic_overrides(synthetic_root, tmp_path / "cache"),
@@ -123,3 +140,26 @@ def test_overfits_one_small_batch(synthetic_root, tmp_path):
     cfg = compose_train(overrides, output_dir=tmp_path)
     metrics = train(cfg)
     assert metrics["train/loss"] < 0.1 and metrics["train/acc"] == 1.0
+
+
+@pytest.mark.slow
+def test_a_run_that_ends_without_its_monitor_fails(synthetic_root, tmp_path):
+    """Validation on a clock that never strikes (every hour; the run takes seconds): nothing before training can tell,
+    the run's end does. Alone it ends in one line with status 1; in a multirun it is a failed job, its FAILED.txt
+    says why, the summary marks it failed and the sweep exits 1 (before: status 0, the job "ok" without a value)."""
+    common = [
+        "experiment=smoke",
+        "test=false",
+        "trainer.val_check_interval='00:01:00:00'",
+        f"model.blocks={TINY_BLOCKS}",
+        *synthetic_overrides(synthetic_root, tmp_path / "cache"),
+    ]
+    single = run_cli("train", *common, f"hydra.run.dir={tmp_path / 'run'}")
+    assert single.returncode == 1 and "Traceback" not in single.stderr, single.stderr[-3000:]
+    (line,) = [line for line in single.stderr.splitlines() if line.startswith("error: ")]
+    assert "monitor=val/acc was never logged" in line, line
+    sweep = tmp_path / "sweep"
+    multirun = run_cli("train", "-m", *common, f"hydra.sweep.dir={sweep}")
+    assert multirun.returncode == 1, multirun.stderr[-3000:]
+    assert "monitor=val/acc was never logged" in (sweep / "0" / FAILURE_FILE).read_text()
+    assert [row["status"] for row in read_csv(sweep / "summary.csv")] == ["failed"]

@@ -114,7 +114,11 @@ class CIFAR10DataModule(L.LightningDataModule):
         return (["val"] if self.val_size else []) + (["test"] if self.test_every_epoch or not self.val_size else [])
 
     def prepare_data(self) -> None:
-        """Decode and cache both splits once (rank 0 only under DDP); setup() in this process then reuses them."""
+        """Decode and cache both splits once (rank 0 only under DDP); setup() in this process then reuses them.
+        Nothing when already set up (the train entry sets up first, to count the batches): a second copy would
+        only wait in memory."""
+        if self.splits:
+            return
         for split in ("train", "test"):
             self._prepared[split] = self._read(split)
 
@@ -140,6 +144,13 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.splits["val"] = (train_images[val_index], train_labels[val_index])
         test_images, test_labels, self.sources["test"] = self._load("test")
         self.splits["test"] = (test_images, test_labels)
+
+    def train_batches(self, world_size: int = 1) -> int:
+        """The training batches of one epoch on each of ``world_size`` ranks (set up first), as the loaders serve
+        them: each rank an equal shard (DistributedSampler pads), the last batch partial unless ``drop_last``. When a
+        run first validates depends on it (``cifar_lit.training.monitor_check``)."""
+        shard = -(-len(self.splits["train"][1]) // world_size)
+        return shard // self.batch_size if self.drop_last else -(-shard // self.batch_size)
 
     def state_dict(self) -> dict[str, list[float]]:
         """The normalisation statistics. Lightning saves them in every checkpoint (under this class's name), so

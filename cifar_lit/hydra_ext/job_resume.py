@@ -44,9 +44,11 @@ def read_record(path: Path) -> dict[str, Any] | None:
 
 
 def is_finished(record: dict[str, Any], cfg: DictConfig) -> bool:
-    """Fit done and, when the run tests, the test too (a job stopped during its final test is not finished)."""
+    """Fit done with its result (``<monitor>_best``: a fit that never logged it failed) and, when the run tests, the
+    test too (a job stopped during its final test is not finished)."""
     metrics = record.get("metrics") or {}
-    return record.get("status") == "finished" and (not cfg.get("test") or "test/acc" in metrics)
+    result = cfg.get("monitor") is None or f"{cfg.monitor}_best" in metrics
+    return record.get("status") == "finished" and result and (not cfg.get("test") or "test/acc" in metrics)
 
 
 def resume_sweep_job(cfg: DictConfig) -> dict[str, float] | None:

@@ -7,6 +7,11 @@ so a job on a joblib worker or a SLURM node reports its epochs and is pruned all
 PRUNED.txt in its folder; the sweeper then tells the trial PRUNED, a job that returned its metric COMPLETE, and one
 that returned nothing (FAILED.txt) FAIL.
 
+A search exits with status 1 when no trial of its study completed (there is no best value; a search whose trials
+were all pruned is the pruner's verdict and exits 0), and, with ``hydra.sweeper.max_failure_rate`` (upstream
+hydra-optuna-sweeper's name), stops early once more than that fraction of the trials it ran failed: 1.0, the default,
+never stops a search early; its failed jobs still end it with status 1 (``cifar_lit.hydra_ext.sweep``).
+
 The study's direction is the monitor's (``cifar_lit.training.monitor``: a job returns ``<monitor>_best``, so
 ``monitor=val/loss`` is minimised) unless ``hydra.sweeper.direction`` says otherwise; the pruners read it from the
 study, so they prune the trials that are worse that way.
@@ -23,67 +28,28 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import optuna
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import IntervalSweep, Override, Transformer
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from cifar_lit.errors import PRUNED_FILE
+from cifar_lit.hydra_ext.optuna_space import grid_of, remaining_cells, search_space
 from cifar_lit.reporting.secrets import STORAGE_ENV, STORAGE_FROM_ENV, mask_secrets
 from cifar_lit.training.monitor import DIRECTIONS, monitor_mode
+
+if TYPE_CHECKING:
+    from hydra._internal.callbacks import Callbacks
 
 log = logging.getLogger(__name__)
 
 PRUNING_CALLBACK = "+callbacks.optuna_pruning"
-
-
-def distribution(override: Override) -> BaseDistribution:
-    """The Optuna distribution of a sweep override: ``choice(...)`` and ``range(...)`` (Hydra's: stop excluded) are
-    categorical over their values; ``interval(a, b)`` uniform, ``tag(log, interval(a, b))`` log-uniform (int when
-    both ends are)."""
-    value = override.value()
-    if isinstance(value, IntervalSweep):
-        log_scale = "log" in value.tags
-        if isinstance(value.start, int) and isinstance(value.end, int):
-            return IntDistribution(value.start, value.end, log=log_scale)
-        return FloatDistribution(float(value.start), float(value.end), log=log_scale)
-    if override.is_choice_sweep() or override.is_range_sweep():
-        return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
-    raise ValueError(f"{override.input_line}: the Optuna sweeper takes choice, range and interval sweeps")
-
-
-def search_space(params: dict[str, str], arguments: list[str]) -> tuple[dict[str, BaseDistribution], list[str]]:
-    """The distributions of ``hydra.sweeper.params`` and of the command line's sweeps, and the command line's other
-    overrides, passed to every job as they are. The later of two overrides of a key wins, as in a plain sweep: a
-    fixed value takes its key out of the search space, a sweep replaces an earlier fixed value."""
-    parser = OverridesParser.create()
-    space = {key: distribution(parser.parse_override(f"{key}={value}")) for key, value in params.items()}
-    fixed: dict[str, str] = {}
-    for override in parser.parse_overrides(arguments):
-        key = override.get_key_element()
-        if override.is_sweep_override():
-            space[key] = distribution(override)
-            fixed.pop(key, None)
-        else:
-            space.pop(key, None)
-            fixed.pop(key, None)  # re-inserted: the command line's order stays
-            fixed[key] = override.input_line
-    return space, list(fixed.values())
-
-
-def grid_of(space: dict[str, BaseDistribution]) -> dict[str, list[Any]]:
-    """The grid sampler's search space: each key's values (choice and range sweeps only)."""
-    if not all(isinstance(dist, CategoricalDistribution) for dist in space.values()):
-        raise ValueError("the grid sampler takes choice and range sweeps only, not interval")
-    return {name: list(dist.choices) for name, dist in space.items()}
 
 
 def pruner_config(pruner: Any) -> dict[str, Any]:
@@ -115,19 +81,6 @@ def previous_trials(study_name: str, storage: Any) -> int:
         return 0
 
 
-def remaining_cells(study: optuna.Study, space: dict[str, BaseDistribution]) -> int:
-    """The cells of the grid ``space`` that no finished trial of ``study`` has run."""
-    grid_size = math.prod(len(dist.choices) for dist in space.values())
-    done = {
-        tuple(trial.params[name] for name in space)
-        for trial in study.get_trials(deepcopy=False)
-        if trial.state.is_finished()
-        and set(trial.params) == set(space)
-        and all(trial.params[name] in dist.choices for name, dist in space.items())
-    }
-    return grid_size - len(done)
-
-
 def quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -154,18 +107,20 @@ class OptunaSearch:
         sampler: Any,
         pruner: Any,
         params: dict[str, str],
+        max_failure_rate: float = 1.0,
     ) -> None:
         self.direction, self.study_name, self.storage = direction, study_name, storage
-        self.n_trials, self.n_jobs = n_trials, n_jobs
+        self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
         self.sampler_cfg, self.pruner_cfg = sampler, pruner
         self.params = dict(params or {})
         self.launcher: Launcher | None = None
         self.config: DictConfig | None = None
+        self.callbacks: Callbacks | None = None  # Hydra's, for the end of a search that stops (``fail``)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
 
-        self.config = config
+        self.config, self.callbacks = config, hydra_context.callbacks
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
@@ -253,6 +208,8 @@ class OptunaSearch:
                 raise ValueError("nothing to search: set hydra.sweeper.params or sweep, e.g. optimizer.lr=0.01,0.001")
             if self.n_trials is None and not self.is_grid():
                 raise ValueError("hydra.sweeper.n_trials=null (the whole grid) takes the grid sampler only")
+            if not 0 <= self.max_failure_rate <= 1:
+                raise ValueError(f"hydra.sweeper.max_failure_rate must be in [0, 1], got {self.max_failure_rate}")
             study = self.create_study(space)
         except ValueError as err:  # a search space the sampler cannot take: one line, as for any bad config value
             sys.exit(f"error: {err}")
@@ -270,18 +227,36 @@ class OptunaSearch:
         shown = self.shown_storage()
         log.info("Optuna study %s (%s): %d trials over %s", self.study_name, shown, n_trials, list(space))
         returns: list[JobReturn] = []
+        failed = 0
         while len(returns) < n_trials:
             trials = [study.ask(space) for _ in range(min(self.n_jobs, n_trials - len(returns)))]
             batch = [self.trial_overrides(trial, fixed) for trial in trials]
             job_returns = self.launcher.launch(batch, initial_job_idx=len(returns))
             for trial, job_return in zip(trials, job_returns, strict=True):
-                self.tell(study, trial, job_return)
+                failed += self.tell(study, trial, job_return) == TrialState.FAIL
             returns.extend(job_returns)
-        self.write_results(study)
+            if failed / len(returns) > self.max_failure_rate and len(returns) < n_trials:
+                self.write_results(study)
+                self.fail(
+                    f"{failed} of the {len(returns)} trials run failed, more than hydra.sweeper.max_failure_rate="
+                    f"{self.max_failure_rate}: the search stopped, {n_trials - len(returns)} trials not run"
+                )
+        if not self.write_results(study) and failed:  # all pruned is the pruner's verdict, not a failure
+            self.fail(f"no trial of study {self.study_name} completed: {failed} of {len(returns)} failed")
         return returns
 
+    def fail(self, message: str) -> NoReturn:
+        """End the search with exit status 1 and ``message``. Hydra runs the end-of-multirun callbacks (the sweep
+        summary) only after a sweep that returns: they run here first, and the summary's own exit, when it found a
+        failed job, then ends the process, its line last (``message`` is logged before it)."""
+        log.error(message)
+        if self.callbacks is not None:
+            self.callbacks.on_multirun_end(config=self.config)
+        sys.exit(f"error: {message}")
+
     @staticmethod
-    def tell(study: optuna.Study, trial: optuna.Trial, job_return: JobReturn) -> None:
+    def tell(study: optuna.Study, trial: optuna.Trial, job_return: JobReturn) -> TrialState:
+        """Tell the study how the trial's job ended; returns that state."""
         job_dir = Path(job_return.hydra_cfg.hydra.runtime.output_dir) if job_return.hydra_cfg else None
         value = job_return.return_value if job_return.status == JobStatus.COMPLETED else None
         if job_dir is not None and (job_dir / PRUNED_FILE).is_file():
@@ -297,17 +272,19 @@ class OptunaSearch:
             # is stored all the same (Optuna stores it in a finally), and n_trials is capped at the grid size
             if not isinstance(study.sampler, optuna.samplers.GridSampler):
                 raise
+        return outcome.get("state", TrialState.COMPLETE)
 
-    def write_results(self, study: optuna.Study) -> None:
-        """``optimization_results.yaml`` (best parameters and value) in the sweep dir; none when no trial completed
-        (the sweep summary then reports the failed jobs)."""
+    def write_results(self, study: optuna.Study) -> bool:
+        """``optimization_results.yaml`` (best parameters and value) in the sweep dir; returns whether it was written:
+        not when no trial of the study completed."""
         completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if not completed:
-            log.error("no trial of study %s completed", self.study_name)
-            return
+            log.warning("no trial of study %s completed", self.study_name)
+            return False
         best = study.best_trial
         results = {"name": "optuna", "best_params": best.params, "best_value": best.value}
         path = Path(self.config.hydra.sweep.dir) / "optimization_results.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(results), path)
         log.info("best value %s with %s: %s", best.value, best.params, path)
+        return True

@@ -247,22 +247,3 @@ class BlockClassifier(L.LightningModule):
             return {"optimizer": optimizer}
         scheduler = build_scheduler(self.hparams.scheduler, optimizer, lambda: self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
-
-
-def check_monitor(monitor: str | None, eval_splits: list[str]) -> None:
-    """Refuse, before training, a ``monitor`` the module never logs: ModelCheckpoint would only fail at the end of
-    the first epoch it validates (``monitor=test/acc`` with a validation split and no per-epoch test)."""
-    logged = BlockClassifier.epoch_metrics(eval_splits)
-    if monitor is None or monitor in logged:
-        return
-    split, _, metric = monitor.partition("/")
-    if split == "test" and f"{eval_splits[0]}/{metric}" in logged:
-        ways_out = f"monitor={eval_splits[0]}/{metric} or data.test_every_epoch=true"
-    elif split == "val" and f"{eval_splits[0]}/{metric}" in logged:
-        ways_out = f"monitor={eval_splits[0]}/{metric} or a validation split (data.val_size > 0)"
-    else:
-        ways_out = f"monitor to one of {', '.join(logged)}"
-    raise ConfigError(
-        f"monitor={monitor} is never logged while training (each epoch evaluates: {', '.join(eval_splits)}); "
-        f"set {ways_out}"
-    )

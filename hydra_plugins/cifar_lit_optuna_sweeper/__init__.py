@@ -30,6 +30,9 @@ class CifarLitOptunaSweeperConf:
     storage: str = "${oc.env:CIFAR_LIT_OPTUNA_STORAGE,${hydra.sweep.dir}/optuna.journal}"
     n_trials: int | None = 20  # null: the whole grid (grid sampler only)
     n_jobs: int = 1  # trials asked, and jobs launched, at once
+    # stop the search (exit status 1) once more than this fraction of its trials failed; 1.0: never stop early (a
+    # failed trial still makes the search exit 1 at its end). Upstream hydra-optuna-sweeper's name and meaning
+    max_failure_rate: float = 1.0
     # _target_ configs, chosen in conf/'s groups hydra/sweeper/optuna_sampler (tpe, random, grid, cmaes) and
     # hydra/sweeper/optuna_pruner (none, median, successive_halving, hyperband)
     sampler: Any = None

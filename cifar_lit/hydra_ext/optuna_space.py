@@ -1,0 +1,68 @@
+"""The search space of the Optuna sweeper (``cifar_lit.hydra_ext.optuna_sweeper``): Hydra's sweep syntax
+(``hydra.sweeper.params`` and the command line's sweeps) as Optuna distributions, and what is left of a grid. Apart
+from the search so that a tool can rebuild a search's space without running it (``scripts/replay_pruner.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep, Override, Transformer
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+
+def distribution(override: Override) -> BaseDistribution:
+    """The Optuna distribution of a sweep override: ``choice(...)`` and ``range(...)`` (Hydra's: stop excluded) are
+    categorical over their values; ``interval(a, b)`` uniform, ``tag(log, interval(a, b))`` log-uniform (int when
+    both ends are)."""
+    value = override.value()
+    if isinstance(value, IntervalSweep):
+        log_scale = "log" in value.tags
+        if isinstance(value.start, int) and isinstance(value.end, int):
+            return IntDistribution(value.start, value.end, log=log_scale)
+        return FloatDistribution(float(value.start), float(value.end), log=log_scale)
+    if override.is_choice_sweep() or override.is_range_sweep():
+        return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
+    raise ValueError(f"{override.input_line}: the Optuna sweeper takes choice, range and interval sweeps")
+
+
+def search_space(params: dict[str, str], arguments: list[str]) -> tuple[dict[str, BaseDistribution], list[str]]:
+    """The distributions of ``hydra.sweeper.params`` and of the command line's sweeps, and the command line's other
+    overrides, passed to every job as they are. The later of two overrides of a key wins, as in a plain sweep: a
+    fixed value takes its key out of the search space, a sweep replaces an earlier fixed value."""
+    parser = OverridesParser.create()
+    space = {key: distribution(parser.parse_override(f"{key}={value}")) for key, value in params.items()}
+    fixed: dict[str, str] = {}
+    for override in parser.parse_overrides(arguments):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            space[key] = distribution(override)
+            fixed.pop(key, None)
+        else:
+            space.pop(key, None)
+            fixed.pop(key, None)  # re-inserted: the command line's order stays
+            fixed[key] = override.input_line
+    return space, list(fixed.values())
+
+
+def grid_of(space: dict[str, BaseDistribution]) -> dict[str, list[Any]]:
+    """The grid sampler's search space: each key's values (choice and range sweeps only)."""
+    if not all(isinstance(dist, CategoricalDistribution) for dist in space.values()):
+        raise ValueError("the grid sampler takes choice and range sweeps only, not interval")
+    return {name: list(dist.choices) for name, dist in space.items()}
+
+
+def remaining_cells(study: optuna.Study, space: dict[str, BaseDistribution]) -> int:
+    """The cells of the grid ``space`` that no finished trial of ``study`` has run."""
+    grid_size = math.prod(len(dist.choices) for dist in space.values())
+    done = {
+        tuple(trial.params[name] for name in space)
+        for trial in study.get_trials(deepcopy=False)
+        if trial.state.is_finished()
+        and set(trial.params) == set(space)
+        and all(trial.params[name] in dist.choices for name, dist in space.items())
+    }
+    return grid_size - len(done)
