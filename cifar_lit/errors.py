@@ -4,6 +4,7 @@ Entry points end a run that raises one of ``USER_ERRORS`` with its message and e
 (``cifar_lit.hydra_ext.runner``); a multirun job writes it to its ``FAILURE_FILE`` instead, and the sweep goes on.
 """
 
+RUN_FILE = "run.json"  # in a run dir: what ran and how it went (cifar_lit.callbacks.provenance)
 FAILURE_FILE = "FAILED.txt"  # in a multirun job dir: the error that ended the job
 PRUNED_FILE = "PRUNED.txt"  # in an Optuna search's job dir: the epoch its trial was pruned at (not a failure)
 

@@ -39,13 +39,11 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lit.hydra_ext.job_resume import job_overrides
+from cifar_lit.errors import RUN_FILE
+from cifar_lit.hydra_ext.job_resume import job_overrides, read_record
 from cifar_lit.hydra_ext.runner import is_multirun, task_overrides
 from cifar_lit.reporting.hparams import comparable_hparams, hparams_summary, swept_columns
 from cifar_lit.reporting.secrets import mask_secrets
-
-RUN_FILE = "run.json"
-
 
 ENTRY_POINT = "python -m cifar_lit.train"
 
@@ -186,9 +184,8 @@ def earlier_attempts(path: Path, now: str) -> dict[str, Any]:
     """What a resumed fit keeps of the ``run.json`` its interrupted attempts wrote: the first ``started_at``, the
     times it was resumed (``resumed_at``), and the wall time already spent (``earlier_wall_time_s``, so that the
     run's total is ``earlier_wall_time_s + wall_time_s``). Nothing when there is no readable earlier record."""
-    try:
-        earlier = json.loads(path.read_text())
-    except (OSError, ValueError):
+    earlier = read_record(path)
+    if earlier is None:
         return {}
     spent = (earlier.get("earlier_wall_time_s") or 0.0) + (earlier.get("wall_time_s") or 0.0)
     return {

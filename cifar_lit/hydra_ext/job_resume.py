@@ -23,7 +23,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from cifar_lit.errors import FAILURE_FILE, ConfigError
+from cifar_lit.errors import FAILURE_FILE, RUN_FILE, ConfigError
 from cifar_lit.hydra_ext.runner import is_multirun, task_overrides
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ def job_overrides() -> list[str] | None:
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
+    """A run's ``run.json`` as a dict; None when it is missing or unreadable (a run killed before writing it)."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -60,7 +61,7 @@ def resume_sweep_job(cfg: DictConfig) -> dict[str, float] | None:
     if HydraConfig.get().sweeper.get("_target_") != BASIC_SWEEPER:
         return None
     folder = Path(HydraConfig.get().runtime.output_dir)
-    record = read_record(folder / "run.json")
+    record = read_record(folder / RUN_FILE)
     if record is None or record.get("job_overrides") is None:
         return None  # nothing ran here, or a run that recorded no overrides: start afresh
     if record["job_overrides"] != overrides:
