@@ -10,7 +10,8 @@
   succeed (``cli_command``/``CLI_ENV`` for a process to signal); ``load_script`` (a tool of scripts/ as a module);
 - what a run leaves: ``scalars``/``scalar_events``/``load_events`` (its TensorBoard events), ``hparams_summaries``/
   ``hparam_value`` (its HPARAMS entry), ``load_optuna_study`` (a search's study), ``read_csv``/``read_rows``,
-  ``files_containing`` (which files of a folder hold a text, e.g. a secret that must be nowhere);
+  ``files_containing`` (which files of a folder hold a text, e.g. a secret that must be nowhere), ``job_folder``/
+  ``job_folders`` (a sweep's job folders by number, whatever their names);
 - the Optuna sweeper without a sweep: ``optuna_search`` (the search a composed config would run).
 """
 
@@ -364,6 +365,18 @@ def optuna_search(cfg: DictConfig):  # noqa: ANN201  (an OptunaSearch: optuna is
     search = OptunaSearch(**sweeper)
     search.config = cfg
     return search
+
+
+def job_folders(sweep: Path) -> dict[int, Path]:
+    """A sweep's job folders by job number (``3_lr=0.005`` is job 3: cifar_lit.hydra_ext.job_name)."""
+    from cifar_lit.reporting.sweeps import job_number
+
+    return {job_number(p): p for p in sweep.iterdir() if p.is_dir() and job_number(p) is not None}
+
+
+def job_folder(sweep: Path, number: int) -> Path:
+    """Job ``number``'s folder in ``sweep`` (KeyError when the sweep has none)."""
+    return job_folders(sweep)[number]
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

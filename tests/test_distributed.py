@@ -13,6 +13,7 @@ from cifar_lit.data.loaders import eval_sampler
 from tests.conftest import (
     ddp_overrides,
     files_by_folder,
+    job_folder,
     load_optuna_study,
     read_csv,
     run_cli,
@@ -78,12 +79,13 @@ def test_ddp_cpu_in_a_multirun_runs_each_job_once_in_its_own_dir(synthetic_root,
     result = run_cli("train", "-m", *overrides, f"hydra.sweep.dir={sweep}", f"paths.log_dir={logs}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert not logs.exists()  # no run or sweep folder of rank 1's own
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
-    assert files_by_folder(sweep, "*.ckpt") == {sweep / "0" / "checkpoints", sweep / "1" / "checkpoints"}
-    assert files_by_folder(sweep, "config.yaml") == {sweep / "0" / ".hydra", sweep / "1" / ".hydra"}
-    for job in ("0", "1"):
-        assert (sweep / job / "train_ddp_process_1.log").is_file()  # rank 1 ran this job, in this job's folder
-        assert len(scalars(sweep / job)["val/acc"]) == 1
+    jobs = [sweep / "0_lr=0.01", sweep / "1_lr=0.02"]
+    assert sorted(p for p in sweep.iterdir() if p.is_dir()) == jobs
+    assert files_by_folder(sweep, "*.ckpt") == {job / "checkpoints" for job in jobs}
+    assert files_by_folder(sweep, "config.yaml") == {job / ".hydra" for job in jobs}
+    for job in jobs:
+        assert (job / "train_ddp_process_1.log").is_file()  # rank 1 ran this job, in this job's folder
+        assert len(scalars(job)["val/acc"]) == 1
     assert sorted((r["job"], r["status"]) for r in read_csv(sweep / "summary.csv")) == [("0", "ok"), ("1", "ok")]
     assert result.stdout.count("| job |") == 1  # one summary: rank 1 ran no sweep of its own
 
@@ -114,6 +116,7 @@ def test_an_optuna_trial_pruned_under_ddp_stops_every_rank(synthetic_root, tmp_p
     # gone), which its job's exit status does not show (rank 0 has finished): its own error output does
     assert "Error executing job" not in result.stderr and "RuntimeError" not in result.stderr, result.stderr[-3000:]
     assert [trial.state for trial in load_optuna_study(sweep).trials] == [TrialState.PRUNED]
-    assert (sweep / "0" / "PRUNED.txt").read_text().startswith("pruned after 1 epoch:")
-    assert (sweep / "0" / "train_ddp_process_1.log").is_file()  # rank 1 ran the trial, and stopped with rank 0
-    assert len(scalars(sweep / "0")["val/acc"]) == 1
+    job = job_folder(sweep, 0)
+    assert (job / "PRUNED.txt").read_text().startswith("pruned after 1 epoch:")
+    assert (job / "train_ddp_process_1.log").is_file()  # rank 1 ran the trial, and stopped with rank 0
+    assert len(scalars(job)["val/acc"]) == 1

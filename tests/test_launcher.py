@@ -21,6 +21,7 @@ from tests.conftest import (
     ROOT,
     TINY_BLOCKS,
     cli_command,
+    job_folder,
     load_optuna_study,
     run_cli,
     start_cli,
@@ -57,7 +58,7 @@ def test_each_job_sees_only_its_slot_and_a_dead_job_is_a_failed_one(tmp_path):
     result = run_app(*TWO_SLOTS, "fate=live,die,live", f"hydra.sweep.dir={tmp_path}")
 
     assert result.returncode == 1, result.stderr[-3000:]
-    assert "1 of 3 jobs failed (jobs 1)" in result.stderr
+    assert "1 of 3 jobs failed (1)" in result.stderr
     assert "exited with status 3" in (tmp_path / "1" / "FAILED.txt").read_text()
     assert not (tmp_path / "0" / "FAILED.txt").exists() and not (tmp_path / "2" / "FAILED.txt").exists()
     assert "| 1 | fate=die |" in (tmp_path / "summary.md").read_text()
@@ -101,13 +102,13 @@ def test_training_jobs_run_side_by_side_and_a_failing_one_stops_no_other(synthet
     )
 
     assert result.returncode == 1, result.stderr[-3000:]
-    assert "1 of 3 jobs failed (jobs 2)" in result.stderr
-    assert "optimizer.lr" in (sweep / "2" / "FAILED.txt").read_text()
-    runs = {job: json.loads((sweep / job / "run.json").read_text()) for job in ("0", "1")}
+    assert "1 of 3 jobs failed (2_lr=-1)" in result.stderr
+    assert "optimizer.lr" in (job_folder(sweep, 2) / "FAILED.txt").read_text()
+    runs = {job: json.loads((job_folder(sweep, job) / "run.json").read_text()) for job in (0, 1)}
     assert all(run["status"] == "finished" for run in runs.values())
     devices = {run["device"]["cuda_visible_devices"] for run in runs.values()}
     assert len(devices) == 2 and devices <= {"0", "1", "2"}
-    (start_0, end_0), (start_1, end_1) = log_interval(sweep / "0"), log_interval(sweep / "1")
+    (start_0, end_0), (start_1, end_1) = log_interval(job_folder(sweep, 0)), log_interval(job_folder(sweep, 1))
     assert start_0 < end_1 and start_1 < end_0, "the two trainings did not run at the same time"
 
 

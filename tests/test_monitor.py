@@ -17,6 +17,7 @@ from cifar_lit.training.monitor_check import check_monitor
 from tests.conftest import (
     TINY_BLOCKS,
     compose_train,
+    job_folder,
     load_optuna_study,
     optuna_search,
     run_cli,
@@ -132,7 +133,7 @@ def test_an_optuna_search_on_val_loss_minimises_it(synthetic_root, tmp_path):
     assert study.direction == optuna.study.StudyDirection.MINIMIZE
     trials = sorted(study.trials, key=lambda t: t.number)
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
-    losses = [scalars(sweep / str(t.number))["val/loss"] for t in trials]  # trial n is job n
+    losses = [scalars(job_folder(sweep, t.number))["val/loss"] for t in trials]  # trial n is job n
     for trial, loss in zip(trials, losses, strict=True):
         assert list(trial.intermediate_values.values()) == pytest.approx(loss)
         assert trial.value == pytest.approx(min(loss))

@@ -18,6 +18,7 @@ from cifar_lit.reporting.sweeps import write_summary
 from cifar_lit.reporting.tables import FINAL_TEST_LABEL
 from tests.conftest import (
     TINY_BLOCKS,
+    job_folder,
     read_csv,
     run_cli,
     run_training,
@@ -138,7 +139,7 @@ def test_multirun_summary_sorted_by_best_val_accuracy(data_overrides, tmp_path):
     assert best == sorted(best, reverse=True)
     assert sorted(row["overrides"] for row in rows) == ["optimizer.lr=0.001", "optimizer.lr=0.01"]
     for row in rows:
-        scalars = scalar_events(sweep_dir / row["job"])
+        scalars = scalar_events(job_folder(sweep_dir, int(row["job"])))
         assert float(row["best val acc"]) == max(e.value for e in scalars["val/acc_best"])
         assert float(row["test acc"]) == scalars["test/acc"][-1].value
         assert int(row["epochs"]) == 2
@@ -284,7 +285,7 @@ def test_jobs_that_differ_only_in_seed_are_grouped(tmp_path, capsys):
     (sweep_dir / "4" / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*low, "seed=1"]))
     (sweep_dir / "4" / FAILURE_FILE).write_text("FloatingPointError: diverged\n")
 
-    with pytest.raises(SystemExit, match=r"1 of 5 jobs failed \(jobs 4\)"):  # after writing the summaries
+    with pytest.raises(SystemExit, match=r"1 of 5 jobs failed \(4\)"):  # after writing the summaries
         SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}}))
 
     rows = read_csv(sweep_dir / "summary_by_seed.csv")

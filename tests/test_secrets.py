@@ -17,7 +17,15 @@ from cifar_lit.reporting.console import print_config_tree
 from cifar_lit.reporting.hparams import comparable_hparams
 from cifar_lit.reporting.secrets import STORAGE_ENV, mask_secrets, mask_value
 from cifar_lit.training.resume import resume_hint
-from tests.conftest import CLI_ENV, SMALL_BLOCKS, cli_command, compose_train, files_containing, synthetic_overrides
+from tests.conftest import (
+    CLI_ENV,
+    SMALL_BLOCKS,
+    cli_command,
+    compose_train,
+    files_containing,
+    job_folder,
+    synthetic_overrides,
+)
 
 SECRET = "S3cr3t-m4rker"
 URL = f"postgresql://optuna_user:{SECRET}@db.example.org:5432/studies"
@@ -117,7 +125,7 @@ def test_a_storage_from_the_environment_reaches_no_file_of_the_sweep(synthetic_r
     assert [t.state.name for t in study.trials] == ["COMPLETE"]
     assert not (sweep / "optuna.journal").exists()
     assert files_containing(sweep, SECRET) == []
-    command = json.loads((sweep / "0" / "run.json").read_text())["command"]
+    command = json.loads((job_folder(sweep, 0) / "run.json").read_text())["command"]
     assert f"${{oc.env:{STORAGE_ENV}}}" in command
 
 

@@ -25,6 +25,7 @@ from tests.conftest import (
     cli_command,
     ddp_overrides,
     files_by_folder,
+    job_folder,
     per_epoch,
     read_csv,
     resume_overrides,
@@ -78,11 +79,11 @@ def test_a_sweep_runs_each_job_as_a_slurm_job_and_a_failed_job_fails_the_sweep(s
     ]
     result = run_cli("train", "-m", *launcher_overrides(), *overrides, f"hydra.sweep.dir={sweep}")
     assert result.returncode == 1, result.stderr[-3000:]
-    assert "1 of 2 jobs failed (jobs 1)" in result.stderr
+    assert "1 of 2 jobs failed (1_lr=-1)" in result.stderr
     rows = {row["job"]: row for row in read_csv(sweep / "summary.csv")}
     assert {job: row["status"] for job, row in rows.items()} == {"0": "ok", "1": "failed"}
     assert float(rows["0"]["best val acc"]) > 0
-    job_id = json.loads((sweep / "0" / "run.json").read_text())["slurm_job_id"]
+    job_id = json.loads((job_folder(sweep, 0) / "run.json").read_text())["slurm_job_id"]
     job = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
     assert re.search(r"ArrayTaskId=0 .*JobName=train", job), job  # job 0 of the sweep's array, as SLURM knows it
     assert "--gpus" not in "".join(p.read_text() for p in sweep.glob(".submitit/*/*_submission.sh"))

@@ -18,6 +18,7 @@ from tests.conftest import (
     compose_train,
     hparam_value,
     hparams_summaries,
+    job_folder,
     load_optuna_study,
     load_script,
     optuna_search,
@@ -100,11 +101,12 @@ def test_optuna_sweep_prunes_a_trial_that_does_not_learn(synthetic_root, tmp_pat
     trials = {t.params["optimizer.lr"]: t for t in load_optuna_study(sweep).trials}
     assert {lr: t.state for lr, t in trials.items()} == {0.01: TrialState.COMPLETE, 1e-7: TrialState.PRUNED}
     rows = {row["job"]: row for row in read_csv(sweep / "summary.csv")}
-    good, pruned = sweep / str(trials[0.01].number), sweep / str(trials[1e-7].number)  # trial n is job n
+    good, pruned = job_folder(sweep, trials[0.01].number), job_folder(sweep, trials[1e-7].number)  # trial n: job n
     assert trials[0.01].value == pytest.approx(max(scalars(good)["val/acc"]))  # the job's val/acc_best
-    assert (rows[good.name]["status"], rows[good.name]["epochs"]) == ("ok", "3")
+    good_row, pruned_row = rows[str(trials[0.01].number)], rows[str(trials[1e-7].number)]
+    assert (good_row["status"], good_row["epochs"]) == ("ok", "3")
     assert (pruned / "PRUNED.txt").read_text().startswith("pruned after 2 epochs")
-    assert (rows[pruned.name]["status"], rows[pruned.name]["epochs"]) == ("pruned", "2")
+    assert (pruned_row["status"], pruned_row["epochs"]) == ("pruned", "2")
     assert len(scalars(pruned)["val/acc"]) == 2 and (pruned / "checkpoints" / "last.ckpt").is_file()
     assert OmegaConf.load(sweep / "optimization_results.yaml").best_value == pytest.approx(trials[0.01].value)
 
@@ -170,7 +172,7 @@ def test_pruned_grid_runs_every_cell_of_the_plain_sweep_and_stops_the_bad_ones_e
         for t in trials
     ]
 
-    pruned = sweep / str(cells[1e-7, 32].number)
+    pruned = job_folder(sweep, cells[1e-7, 32].number)
     entry = hparams_summaries(pruned)
     experiment = hparams_metadata.parse_experiment_plugin_data(entry[hparams_metadata.EXPERIMENT_TAG][0])
     assert {info.name for info in experiment.hparam_infos if info.differs} == {"lr", "batch_size"}
@@ -250,7 +252,7 @@ def test_optuna_sweep_whose_trials_all_fail_says_so_in_one_line(synthetic_root, 
     overrides = ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "optimizer.lr=-1", f"hydra.sweep.dir={sweep}"]
     result = run_cli("train", *overrides, *quick_overrides(synthetic_root, tmp_path / "cache"))
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == "2 of 2 jobs failed (jobs 0, 1): see their FAILED.txt"
+    assert result.stderr.strip().splitlines()[-1] == "2 of 2 jobs failed (0, 1): see their FAILED.txt"
     assert "Traceback" not in result.stderr
     assert {t.state.name for t in load_optuna_study(sweep).trials} == {"FAIL"}
 

@@ -5,6 +5,7 @@ an lr x batch-size sweep whose HPARAMS and curves can be compared run against ru
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -288,6 +289,11 @@ def test_a_sweeps_hparams_and_epoch_curves_compare_run_against_run(sweep_dir, te
 
     runs = [run for run in server.get("/data/runs") if run.endswith("tensorboard")]
     assert len(runs) == len(rows)
+    # the run list and HPARAMS' run column say which run is which: the job's number and the values it swept
+    for row in rows:
+        lr, batch_size = row["hparams"]["lr"], row["hparams"]["batch_size"]
+        assert re.fullmatch(rf"\d+_lr={lr:g},batch_size={batch_size:g}/tensorboard", row["name"]), row["name"]
+    assert sorted(runs) == sorted(row["name"] for row in rows)
     for run in runs:
         tags = server.get(f"/data/plugin/scalars/tags?run={run}")[run]
         assert "epoch" not in tags  # the x axis is the epoch: no card of it

@@ -12,6 +12,7 @@ from tests.conftest import (
     SMALL_BLOCKS,
     TINY_BLOCKS,
     compose_train,
+    job_folder,
     read_csv,
     run_cli,
     run_training,
@@ -111,13 +112,13 @@ def test_multirun_summarises_itself_and_survives_a_failing_job(synthetic_root, t
     overrides = ["experiment=smoke", "optimizer.lr=0.01,-1", "test=false", f"hydra.sweep.dir={tmp_path}"]
     result = run_cli("train", "-m", *overrides, *synthetic_overrides(synthetic_root, tmp_path / "cache"))
     assert result.returncode == 1, result.stderr[-3000:]  # the sweep ran on, but says that a job failed
-    assert "1 of 2 jobs failed (jobs 1)" in result.stderr
-    assert (tmp_path / "0" / "checkpoints" / "last.ckpt").is_file()
-    assert "val/acc" in scalars(tmp_path / "0")
-    assert "optimizer.lr" in (tmp_path / "1" / "FAILED.txt").read_text()
+    assert "1 of 2 jobs failed (1_lr=-1)" in result.stderr
+    assert (job_folder(tmp_path, 0) / "checkpoints" / "last.ckpt").is_file()
+    assert "val/acc" in scalars(job_folder(tmp_path, 0))
+    assert "optimizer.lr" in (job_folder(tmp_path, 1) / "FAILED.txt").read_text()
     rows = read_csv(tmp_path / "summary.csv")
     assert [(r["job"], r["status"]) for r in rows] == [("0", "ok"), ("1", "failed")]
-    assert float(rows[0]["best val acc"]) == max(scalars(tmp_path / "0")["val/acc"])
+    assert float(rows[0]["best val acc"]) == max(scalars(job_folder(tmp_path, 0))["val/acc"])
     assert "failed" in result.stdout  # the summary is printed at the end of the sweep
 
 

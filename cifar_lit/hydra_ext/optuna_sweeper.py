@@ -40,6 +40,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from cifar_lit.errors import PRUNED_FILE
+from cifar_lit.hydra_ext.job_name import TRIAL_CALLBACK
 from cifar_lit.hydra_ext.optuna_space import grid_of, remaining_cells, search_space
 from cifar_lit.reporting.secrets import STORAGE_ENV, STORAGE_FROM_ENV, mask_secrets
 from cifar_lit.training.monitor import DIRECTIONS, monitor_mode
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PRUNING_CALLBACK = "+callbacks.optuna_pruning"
+PRUNING_CALLBACK = f"+{TRIAL_CALLBACK}"
 
 
 def pruner_config(pruner: Any) -> dict[str, Any]:

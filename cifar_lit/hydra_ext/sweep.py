@@ -38,4 +38,4 @@ class SweepSummary(Callback):
         jobs = job_dirs(sweep_dir) if sweep_dir.is_dir() else []
         failed = [job.name for job in jobs if (job / FAILURE_FILE).is_file()]
         if failed:
-            sys.exit(f"{len(failed)} of {len(jobs)} jobs failed (jobs {', '.join(failed)}): see their {FAILURE_FILE}")
+            sys.exit(f"{len(failed)} of {len(jobs)} jobs failed ({', '.join(failed)}): see their {FAILURE_FILE}")

@@ -1,5 +1,6 @@
-"""The summary of a multirun dir (numbered job dirs ``0/``, ``1/``, ... each a run dir): ``summary.md``,
-``summary.csv`` (one row per job, best val accuracy first, failures included) and ``val_acc.png``.
+"""The summary of a multirun dir (job dirs ``0_lr=0.01/``, ``1_lr=0.001/``, ... or an older sweep's ``0/``, ``1/``,
+each a run dir): ``summary.md``, ``summary.csv`` (one row per job, best val accuracy first, failures included) and
+``val_acc.png``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from cifar_lit.errors import FAILURE_FILE, PRUNED_FILE
+from cifar_lit.hydra_ext.job_name import TRIAL_CALLBACK
 from cifar_lit.reporting.events import ReportError, per_epoch_table, read_scalars
 from cifar_lit.reporting.grid import grid_table, two_key_grid
 from cifar_lit.reporting.job import JobSummary
@@ -17,8 +19,7 @@ from cifar_lit.reporting.run_config import read_overrides, read_tags
 from cifar_lit.reporting.seeds import group_by_seed, write_seed_summary
 from cifar_lit.reporting.tables import markdown_table, write_csv
 
-# the Optuna sweeper's way to a job's trial (study, storage, trial number): the same search in every job, no column
-SWEEPER_OVERRIDES = "+callbacks.optuna_pruning."
+SWEEPER_OVERRIDES = f"+{TRIAL_CALLBACK}."  # the Optuna sweeper's way to a job's trial: the same in every job
 
 
 def is_multirun_dir(path: Path) -> bool:
@@ -26,16 +27,23 @@ def is_multirun_dir(path: Path) -> bool:
     return not (path / ".hydra").is_dir() and bool(job_dirs(path))
 
 
+def job_number(job_dir: Path) -> int | None:
+    """A job folder's number: its name (``3``) or the start of it (``3_lr=0.005``, cifar_lit.hydra_ext.job_name)."""
+    number = job_dir.name.split("_", 1)[0]
+    return int(number) if number.isdigit() else None
+
+
 def job_dirs(sweep_dir: Path) -> list[Path]:
-    """The numbered job dirs (``0/``, ``1/``, ...) holding a ``.hydra/`` folder, in job order."""
-    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit() and (p / ".hydra").is_dir()]
-    return sorted(jobs, key=lambda p: int(p.name))
+    """The job dirs (``0_lr=0.01/``, or ``0/`` of an older sweep) holding a ``.hydra/`` folder, in job order."""
+    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and job_number(p) is not None and (p / ".hydra").is_dir()]
+    return sorted(jobs, key=job_number)
 
 
 def summarize_job(job_dir: Path) -> JobSummary:
     """Best val accuracy, final test accuracy, epochs and wall time of a job (``error`` when unreadable)."""
     overrides = [o for o in read_overrides(job_dir) if not o.startswith(SWEEPER_OVERRIDES)]
-    summary = JobSummary(job_dir.name, overrides, read_tags(job_dir))
+    number = job_number(job_dir)  # the summary's job column: the number (the folder's name repeats the overrides)
+    summary = JobSummary(job_dir.name if number is None else str(number), overrides, read_tags(job_dir))
     if (job_dir / PRUNED_FILE).is_file():  # written by cifar_lit.callbacks.optuna_pruning: stopped early, not failed
         summary.pruned = (job_dir / PRUNED_FILE).read_text().strip()
     failure = job_dir / FAILURE_FILE
