@@ -21,6 +21,7 @@ from cifar_lit.hydra_ext.instantiate import build_module, instantiate, instantia
 from cifar_lit.hydra_ext.job_resume import resume_sweep_job
 from cifar_lit.hydra_ext.runner import run_cli
 from cifar_lit.reporting.console import print_config_tree, print_metrics
+from cifar_lit.training.epoch_logger import EpochTensorBoardLogger, epoch_steps
 from cifar_lit.training.monitor import monitor_mode
 from cifar_lit.training.monitor_check import check_monitor
 from cifar_lit.training.precision import resolve_trainer_precision
@@ -52,8 +53,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), callbacks)
     loggers = cfg.get("logger")
     if ckpt_path is not None and ckpt_path != "hpc":
-        loggers = with_purge_step(loggers, logger_step(ckpt_path))
+        loggers = with_purge_step(loggers, logger_step(ckpt_path, epoch_steps(cfg.trainer.get("val_check_interval"))))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate_list(loggers) or False)
+    EpochTensorBoardLogger.follow(trainer)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except SIGTERMException:  # InterruptCheckpoint saved last.ckpt; exit as a process killed by SIGTERM would

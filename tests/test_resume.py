@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import time
@@ -19,6 +20,7 @@ from tests.conftest import (
     CLI_ENV,
     RESUME_EPOCHS,
     ROOT,
+    TINY_BLOCKS,
     checkpoint_epoch,
     cli_command,
     compose_train,
@@ -26,6 +28,7 @@ from tests.conftest import (
     resume_overrides,
     run_cli,
     scalar_events,
+    synthetic_overrides,
 )
 from tests.interrupt_helper import InterruptAtStep
 
@@ -185,6 +188,32 @@ def test_ctrl_c_mid_step_serves_the_interrupted_batch_again(uninterrupted, synth
     resumed, reference = scalar_events(run_dir), scalar_events(uninterrupted)
     for tag in ("train/loss", "val/acc"):
         assert [step for step, _ in resumed[tag]] == [step for step, _ in reference[tag]], tag
+
+
+@pytest.mark.slow
+def test_a_run_validating_twice_an_epoch_resumes_in_hundredths_of_an_epoch(synthetic_root, tmp_path):
+    """val_check_interval=0.5, 10 batches an epoch: steps are hundredths of an epoch. SIGTERM at step 17 (after
+    the second epoch's half-way validation) saves last.ckpt at 1.7 epochs; a resume from it keeps what the stopped
+    run logged (50, 100, 150), which it does not log again, and logs the rest. Resumed from that checkpoint once
+    more, the first resume's later events (at 200) are hidden and logged again: each validation shows once."""
+    run_dir = tmp_path / "run"
+    args = [
+        "trainer.max_epochs=2", "trainer.val_check_interval=0.5", f"model.blocks={TINY_BLOCKS}", "test=false",
+        "~callbacks.progress_bar", f"hydra.run.dir={run_dir}", *synthetic_overrides(synthetic_root, tmp_path / "cache"),
+    ]  # fmt: skip
+    stopped = run_cli("train", *args, *interrupt_at(17, "sigterm"))
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    stopped_val = scalar_events(run_dir)["val/acc"]
+    assert [step for step, _ in stopped_val] == [50, 100, 150]
+    saved = run_dir / "checkpoints" / "stopped.ckpt"
+    shutil.copy(run_dir / "checkpoints" / "last.ckpt", saved)
+    for ckpt_path in ("last", saved):
+        result = run_cli("train", *args, f"ckpt_path={ckpt_path}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        logged = scalar_events(run_dir)
+        assert logged["val/acc"][:3] == stopped_val, ckpt_path
+        for tag, steps in (("val/acc", [50, 100, 150, 200]), ("train/acc", [100, 200]), ("train/lr-RMSprop", [0, 100])):
+            assert [step for step, _ in logged[tag]] == steps, (ckpt_path, tag)
 
 
 @pytest.mark.slow

@@ -25,6 +25,9 @@ from cifar_lit.callbacks.provenance import RUN_FILE
 from cifar_lit.callbacks.tensorboard_extras import TensorBoardExtras, denormalize
 from cifar_lit.data.augment import normalize
 from cifar_lit.hydra_ext.instantiate import build_module, instantiate
+from cifar_lit.report import main as report_main
+from cifar_lit.reporting.events import STEPS_PER_EPOCH_TAG, per_epoch_table, read_scalars
+from cifar_lit.reporting.sweeps import summarize_job
 from cifar_lit.training.tta import shift
 from tests.conftest import (
     CLI_ENV,
@@ -32,6 +35,7 @@ from tests.conftest import (
     TINY_BLOCKS,
     compose_train,
     load_events,
+    read_csv,
     run_cli,
     run_training,
     scalar_events,
@@ -91,6 +95,38 @@ def test_confusion_matrix_and_misclassified_images_for_val_and_test(tiny_run):
         picture = accumulator.Images(f"{split}/confusion_matrix")[-1]
         assert picture.width > 300 and picture.height > 300
     assert [step for step, _ in scalar_events(tiny_run)["train/lr-RMSprop"]] == list(range(EPOCHS))  # one per epoch
+
+
+@pytest.mark.slow
+def test_validating_twice_an_epoch_gives_each_validation_its_own_point(synthetic_root, tmp_path):
+    """trainer.val_check_interval=0.5 validates half-way through each epoch and at its end: each validation gets
+    its own step, in hundredths of an epoch (the same unit whatever the batch size, so a sweep's runs still line
+    up), the training metrics stay one an epoch at its end, and the report's reader reads the steps as epochs."""
+    run_dir = run_training(
+        tmp_path / "run", f"trainer.max_epochs={EPOCHS}", "trainer.val_check_interval=0.5",
+        f"model.blocks={TINY_BLOCKS}", *synthetic_overrides(synthetic_root, tmp_path / "cache"),
+    )  # fmt: skip
+    logged = scalar_events(run_dir)
+    halves = [50, 100, 150, 200]  # 10 batches an epoch, validated after the 5th and the 10th
+    for tag in ("val/acc", "val/loss", "val/acc_best", "weights/block0/branch0"):
+        assert [step for step, _ in logged[tag]] == halves, tag
+    for tag in ("train/acc", "train/loss"):
+        assert [step for step, _ in logged[tag]] == [100, 200], tag
+    assert [step for step, _ in logged["train/lr-RMSprop"]] == [0, 100]  # each epoch's, where it starts
+    events = load_events(run_dir)
+    assert [event.step for event in events.Histograms("weights/block0")] == halves
+    assert [event.step for event in events.Images("test/confusion_matrix")] == [200]
+    assert [step for step, _ in logged["test/acc"]] == [200]  # the final test, after the last epoch
+    assert logged["train/trained_epochs"] == [(200, EPOCHS)]
+    assert logged[STEPS_PER_EPOCH_TAG] == [(0, 100)]  # the unit, for the readers
+
+    table = per_epoch_table(read_scalars(run_dir))  # 0-based like an epoch axis (epoch e ends at e)
+    assert table.values["val/acc"] == {step / 100 - 1: value for step, value in logged["val/acc"]}
+    assert table.values["train/acc"] == {step / 100 - 1: value for step, value in logged["train/acc"]}
+    assert summarize_job(run_dir).epochs == EPOCHS
+    report_main([str(run_dir), "--out", str(tmp_path / "report")])
+    shown = {row["epoch"] for row in read_csv(tmp_path / "report" / "table.csv")} - {""}
+    assert shown and shown <= {"0.5", "1", "1.5", "2"}  # 1-based, as the tables show every run's epochs
 
 
 def test_test_figures_show_the_plain_prediction_with_test_time_augmentation(synthetic_root, tmp_path, monkeypatch):

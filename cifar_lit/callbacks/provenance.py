@@ -44,6 +44,7 @@ from cifar_lit.hydra_ext.job_resume import job_overrides, read_record
 from cifar_lit.hydra_ext.runner import is_multirun, task_overrides
 from cifar_lit.reporting.hparams import comparable_hparams, hparams_summary, swept_columns
 from cifar_lit.reporting.secrets import mask_secrets
+from cifar_lit.training.epoch_logger import axis_step
 
 ENTRY_POINT = "python -m cifar_lit.train"
 
@@ -297,7 +298,7 @@ class RunProvenance(Callback):
         for logger in loggers:
             writer = logger.experiment
             for tag, value in extra.items():
-                writer.add_scalar(tag, value, max(trainer.current_epoch - 1, 0))
+                writer.add_scalar(tag, value, axis_step(trainer, max(trainer.current_epoch - 1, 0)))
             for summary in summaries:
                 writer.file_writer.add_summary(summary)
             writer.flush()

@@ -33,6 +33,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from cifar_lit.data.source import CLASSES
 from cifar_lit.network.block import Block
 from cifar_lit.reporting.confusion import confusion_figure
+from cifar_lit.training.epoch_logger import axis_step
 
 
 def custom_scalars_layout(blocks: int) -> dict[str, dict[str, list]]:
@@ -61,7 +62,8 @@ def is_compiled(net: torch.nn.Module) -> bool:
 
 class TensorBoardExtras(L.Callback):
     """The custom-scalars layout; branch weights per validation epoch; confusion matrix and misclassified images per
-    evaluated split. Everything at the epoch, the x axis of the run's scalars (``cifar_lit.training.epoch_logger``)."""
+    evaluated split. Everything at the epoch, or hundredths of one, the x axis of the run's scalars
+    (``cifar_lit.training.epoch_logger.axis_step``)."""
 
     def __init__(self, max_images: int = 32, gate_histograms: bool = True) -> None:
         self.max_images, self.gate_histograms = max_images, gate_histograms
@@ -162,14 +164,14 @@ class TensorBoardExtras(L.Callback):
         if matrix is None or writer is None or not trainer.is_global_zero:
             return
         split = getattr(pl_module, "eval_splits", ["val"])[0]  # "test" when data.val_size=0
-        epoch = trainer.current_epoch
-        self._val_figures = (split, epoch, matrix, self._wrong)
+        step = axis_step(trainer, trainer.current_epoch)
+        self._val_figures = (split, step, matrix, self._wrong)
         for i, chunks in self._gates.items():
             if chunks:
                 gates = torch.cat(chunks)
                 for k, mean in enumerate(gates.mean(dim=0).tolist()):
-                    writer.add_scalar(f"weights/block{i}/branch{k}", mean, epoch)
-                writer.add_histogram(f"weights/block{i}", gates, epoch)
+                    writer.add_scalar(f"weights/block{i}/branch{k}", mean, step)
+                writer.add_histogram(f"weights/block{i}", gates, step)
         self._gates = {}
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -190,14 +192,14 @@ class TensorBoardExtras(L.Callback):
         matrix = self._finish()
         writer = _tensorboard(trainer)
         if matrix is not None and writer is not None and trainer.is_global_zero:
-            self._write_figures(writer, trainer, "test", trainer.current_epoch, matrix, self._wrong)
+            self._write_figures(writer, trainer, "test", axis_step(trainer, trainer.current_epoch), matrix, self._wrong)
 
     # -------------------------------------------------------------------------------------------- figures
-    def _write_figures(self, writer, trainer: L.Trainer, split: str, epoch: int, matrix: torch.Tensor, wrong: list):
-        writer.add_figure(f"{split}/confusion_matrix", confusion_figure(matrix, CLASSES, split), epoch)
+    def _write_figures(self, writer, trainer: L.Trainer, split: str, step: int, matrix: torch.Tensor, wrong: list):
+        writer.add_figure(f"{split}/confusion_matrix", confusion_figure(matrix, CLASSES, split), step)
         if wrong:
             mean, std = _stats(trainer)
-            writer.add_figure(f"{split}/misclassified", misclassified_figure(wrong, mean, std, split), epoch)
+            writer.add_figure(f"{split}/misclassified", misclassified_figure(wrong, mean, std, split), step)
         writer.flush()
 
 

@@ -2,7 +2,10 @@
 
 Everything comes from the per-epoch scalars of the run's TensorBoard logger: logged at the epoch
 (``cifar_lit.training.epoch_logger``), or, in runs logged before it, at the optimizer step with an ``epoch`` scalar
-beside them. With ``data.test_every_epoch``
+beside them. A run that validated more than once an epoch logged at hundredths of an epoch, the epochs trained (its
+``STEPS_PER_EPOCH_TAG`` says how many steps an epoch): its table holds each validation at its fractional epoch, on
+the same 0-based scale as the others (an epoch ends at its number: half-way through the first is -0.5, shown as
+0.5). With ``data.test_every_epoch``
 the test set is logged every epoch during validation and once more by the final ``trainer.test`` of the best
 checkpoint; the per-epoch values fill the table, the last one is reported apart.
 
@@ -20,6 +23,7 @@ from pathlib import Path
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator, ScalarEvent
 
 EVENT_GLOB = "events.out.tfevents.*"
+STEPS_PER_EPOCH_TAG = "x_axis/steps_per_epoch"  # written by a logger whose steps are fractions of an epoch
 
 
 # table columns: (tag, header), in the seed report's order, val last
@@ -47,10 +51,11 @@ class RunEvents:
 
 @dataclass
 class EpochTable:
-    """Per-epoch values (0-based epoch -> value) of each logged metric, and the final test apart."""
+    """Per-epoch values (0-based epoch -> value) of each logged metric, and the final test apart. The epoch of a
+    validation logged within an epoch is fractional (``STEPS_PER_EPOCH_TAG``)."""
 
-    epochs: list[int]
-    values: dict[str, dict[int, float]]
+    epochs: list[float]
+    values: dict[str, dict[float, float]]
     final_test: dict[str, float] = field(default_factory=dict)  # test/{loss,acc} of the final trainer.test
 
     def columns(self) -> list[tuple[str, str]]:
@@ -107,9 +112,14 @@ def first_per_step(events: Sequence[ScalarEvent]) -> tuple[dict[int, ScalarEvent
     return first, rest
 
 
-def step_epochs(scalars: dict[str, list[ScalarEvent]]) -> dict[int, int]:
-    """step -> 0-based epoch: the step itself (logged at the epoch), or, where an ``epoch`` scalar was logged with
-    every epoch-level metric (Lightning's own TensorBoardLogger, older runs), that scalar's value."""
+def step_epochs(scalars: dict[str, list[ScalarEvent]]) -> dict[int, float]:
+    """step -> 0-based epoch: the step itself (logged at the epoch), the epochs trained less one where steps are
+    fractions of an epoch (``STEPS_PER_EPOCH_TAG``: step 150 of 100 an epoch is 0.5, half-way through the second),
+    or, where an ``epoch`` scalar was logged with every epoch-level metric (Lightning's own TensorBoardLogger,
+    older runs), that scalar's value."""
+    if STEPS_PER_EPOCH_TAG in scalars:
+        per_epoch = scalars[STEPS_PER_EPOCH_TAG][0].value
+        return {e.step: e.step / per_epoch - 1 for events in scalars.values() for e in events}
     if "epoch" not in scalars:
         return {event.step: event.step for events in scalars.values() for event in events}
     first, _ = first_per_step(scalars["epoch"])
@@ -132,7 +142,7 @@ def per_epoch_table(run: RunEvents) -> EpochTable:
     if not epochs:
         raise ReportError("no epoch-level train or val metrics were logged (did the run finish an epoch?)")
     per_epoch_test = "test/acc_best" in scalars
-    values: dict[str, dict[int, float]] = {}
+    values: dict[str, dict[float, float]] = {}
     final_test: dict[str, float] = {}
     for tag, _ in COLUMNS:
         events = scalars.get(tag, [])
@@ -140,11 +150,11 @@ def per_epoch_table(run: RunEvents) -> EpochTable:
             first, rest = {}, list(events)
         else:
             first, rest = first_per_step(events)
-        series: dict[int, float] = {}
+        series: dict[float, float] = {}
         for step, event in sorted(first.items()):
             epoch = epoch_of.get(step)
             if epoch in epochs:
-                series[epoch] = event.value  # several steps in one epoch (val_check_interval < 1): the last
+                series[epoch] = event.value  # several steps in one epoch (an ``epoch`` scalar's run): the last
             else:
                 rest.append(event)
         values[tag] = series

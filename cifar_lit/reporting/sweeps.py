@@ -61,7 +61,7 @@ def summarize_job(job_dir: Path) -> JobSummary:
     test_events, tta_events = scalars.get("test/acc", []), scalars.get("test/acc_tta", [])
     summary.test_acc = test_events[-1].value if test_events else None
     summary.test_acc_tta = tta_events[-1].value if tta_events else None
-    summary.epochs = len(table.epochs)
+    summary.epochs = len({math.ceil(epoch) for epoch in table.epochs})  # a validation within epoch e: e - 1 < x < e
     last = max(e.wall_time for events in scalars.values() for e in events)
     summary.wall_time_s = last - run.first_wall_time
     summary.val_acc = table.values.get("val/acc", {})

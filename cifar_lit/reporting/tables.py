@@ -28,10 +28,11 @@ FINAL_TEST_LABEL = "final test (best checkpoint)"
 
 @dataclass
 class ExtremeRow:
-    """One table row: the epoch (0-based) where ``tag`` is extreme, and every metric at that epoch."""
+    """One table row: the epoch (0-based; fractional for a validation within an epoch) where ``tag`` is extreme, and
+    every metric at that epoch."""
 
     label: str
-    epoch: int
+    epoch: float
     values: dict[str, float]
 
 
@@ -50,7 +51,8 @@ def extreme_rows(table: EpochTable) -> list[ExtremeRow]:
 
 
 def table_records(table: EpochTable) -> tuple[list[str], list[list[Any]]]:
-    """Header and rows (raw floats, 1-based epochs, None where missing) of the table and its final test.
+    """Header and rows (raw floats, 1-based epochs as text: ``3``, ``2.5`` for a validation half-way through the
+    third, None where missing) of the table and its final test.
 
     When test was not evaluated every epoch, its columns are added for the final test row alone.
     """
@@ -58,7 +60,7 @@ def table_records(table: EpochTable) -> tuple[list[str], list[list[Any]]]:
     columns += [(tag, name) for tag, name in COLUMNS if tag in table.final_test and (tag, name) not in columns]
     header = ["", "epoch", *(name for _, name in columns)]
     records: list[list[Any]] = [
-        [row.label, row.epoch + 1, *(row.values.get(tag) for tag, _ in columns)] for row in extreme_rows(table)
+        [row.label, f"{row.epoch + 1:g}", *(row.values.get(tag) for tag, _ in columns)] for row in extreme_rows(table)
     ]
     if table.final_test:
         records.append([FINAL_TEST_LABEL, None, *(table.final_test.get(tag) for tag, _ in columns)])

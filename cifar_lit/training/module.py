@@ -18,6 +18,7 @@ from cifar_lit.data.augment import normalize
 from cifar_lit.errors import ConfigError
 from cifar_lit.network.model import BlockNetwork
 from cifar_lit.training.compiled import compile_mode, uses_cuda_graphs
+from cifar_lit.training.epoch_logger import EPOCHS_DONE, epochs_done
 from cifar_lit.training.monitor import metric_mode
 from cifar_lit.training.optim import (
     build_optimizer,
@@ -193,7 +194,8 @@ class BlockClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse to save diverged weights (the last good checkpoint stays the newest); store the best accuracies
-        (metric states are not in the state dict) so a resumed run's ``*/acc_best`` continues from them."""
+        (metric states are not in the state dict) so a resumed run's ``*/acc_best`` continues from them, and the
+        fractional epochs trained, where a resumed run's TensorBoard steps start (``cifar_lit.training.resume``)."""
         for name, tensor in checkpoint["state_dict"].items():
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise FloatingPointError(
@@ -201,6 +203,8 @@ class BlockClassifier(L.LightningModule):
                     "(try a smaller optimizer.lr); not saving it, the checkpoints already saved are kept"
                 )
         checkpoint["best_accuracy"] = {name: float(best.max_value) for name, best in self.best_accuracy.items()}
+        if self._trainer is not None:  # the trainer saving it (not a test's bare call)
+            checkpoint[EPOCHS_DONE] = epochs_done(self._trainer)
         if self.best_monitor is not None:
             best = self.best_monitor
             value = best.min_value if isinstance(best, MinMetric) else best.max_value

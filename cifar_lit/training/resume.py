@@ -2,9 +2,9 @@
 
 * ``ckpt_path=last`` is resolved to the run's ``checkpoints/last.ckpt`` up front, so a missing one is an error
   naming the folder (Lightning only warns and silently starts from scratch).
-* ``logger_step`` is the logging step (the epoch) a fit resumed from a checkpoint starts at; the TensorBoard writer
-  of a resumed run is told to hide events the stopped run logged from it on (``purge_step``), so each epoch keeps
-  exactly one value.
+* ``logger_step`` is the logging step (the epoch, or hundredths of one) a fit resumed from a checkpoint starts at;
+  the TensorBoard writer of a resumed run is told to hide events the stopped run logged from it on
+  (``purge_step``), so each epoch (each validation) keeps exactly one value.
 * ``resume_hint`` is the command that resumes a stopped run.
 
 The callbacks that save what a resume needs live in ``cifar_lit.callbacks`` (``interrupt``: the checkpoint on a
@@ -26,6 +26,7 @@ from cifar_lit.errors import CheckpointError
 from cifar_lit.hydra_ext.runner import task_overrides
 from cifar_lit.reporting.secrets import mask_secrets
 from cifar_lit.training.checkpoint import existing_file, read_checkpoint
+from cifar_lit.training.epoch_logger import EPOCHS_DONE
 
 
 def writes_last(callback: ModelCheckpoint) -> bool:
@@ -82,10 +83,19 @@ def resume_hint(cfg: DictConfig) -> str:
     return "python -m cifar_lit.train " + " ".join(shlex.quote(mask_secrets(a)) for a in args)
 
 
-def logger_step(ckpt_path: str) -> int:
-    """The logging step a fit resumed from ``ckpt_path`` starts at: the epoch it runs first (the TensorBoard logger
-    logs at the epoch, ``cifar_lit.training.epoch_logger``), i.e. the epochs the checkpoint had finished processing
-    (Lightning counts an epoch processed before its end-of-epoch checkpoint is saved)."""
+def logger_step(ckpt_path: str, epoch_steps: int = 1) -> int:
+    """The logging step a fit resumed from ``ckpt_path`` starts at, with ``epoch_steps`` steps an epoch
+    (``cifar_lit.training.epoch_logger``).
+
+    On the epoch axis (1): the epoch it runs first, i.e. the epochs the checkpoint had finished processing
+    (Lightning counts an epoch processed before its end-of-epoch checkpoint is saved); it logs that epoch again.
+    In hundredths: the step after the epochs trained when the checkpoint was saved (``EPOCHS_DONE``). What the
+    stopped run logged up to there (a validation half-way through the epoch it resumes in) the resumed run does
+    not log again and stays; what it logged later the resumed run does. (The learning rate of an epoch that starts
+    right at the checkpoint is logged by both, at the same step with the same value.)"""
     checkpoint = read_checkpoint(ckpt_path)
     progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
-    return int(progress.get("processed", checkpoint.get("epoch", 0)))
+    processed = int(progress.get("processed", checkpoint.get("epoch", 0)))
+    if epoch_steps == 1:
+        return processed
+    return round(checkpoint.get(EPOCHS_DONE, processed) * epoch_steps) + 1
