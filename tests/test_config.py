@@ -25,8 +25,8 @@ def test_every_option_composes(override, tmp_path):
 
 
 def test_defaults_build_the_documented_four_block_network():
-    """README: the defaults are the seed's four-block reference recipe: four blocks of 128 channels (K = 3 branches
-    each) and a linear head on the 128 pooled channels, counted parameter by parameter."""
+    """docs/configs.md: the defaults are the seed's four-block reference recipe: four blocks of 128 channels (K = 3
+    branches each) and a linear head on the 128 pooled channels, counted parameter by parameter."""
     net = build_module(compose_train([])).net
     channels = [(3, 128)] + [(128, 128)] * 3
     assert [(b.in_channels, b.out_channels) for b in net.blocks()] == channels

@@ -4,7 +4,7 @@
 ``scontrol requeue <job>``; SLURM then stops the job with SIGTERM, on which ``InterruptCheckpoint`` saves
 ``last.ckpt`` between two batches, and queues it again under the same job id. The requeued job runs the same batch
 script: its run folder is named by the job id (``conf/hydra/default.yaml``) and ``${SLURM_RESTART_COUNT:+
-ckpt_path=last}`` resumes it, mid-epoch, exactly (README, "Running on SLURM").
+ckpt_path=last}`` resumes it, mid-epoch, exactly (docs/slurm.md).
 
 Why not Lightning's own auto-requeue (``SLURMEnvironment(auto_requeue=True)``): its SIGUSR1 handler saves an
 ``hpc_ckpt_N.ckpt`` from inside the signal handler, in the middle of a step, so the resumed run replays the batch in

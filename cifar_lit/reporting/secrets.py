@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-# the Optuna sweeper's storage (conf/hparams_search/*.yaml: the default when set; README "Sweeps")
+# the Optuna sweeper's storage (conf/hparams_search/*.yaml: the default when set; docs/sweeping.md)
 STORAGE_ENV = "CIFAR_LIT_OPTUNA_STORAGE"
 STORAGE_FROM_ENV = "${oc.env:" + STORAGE_ENV + "}"
 
