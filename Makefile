@@ -25,8 +25,11 @@ install-dev: $(VENV)/.installed-dev
 train: install
 	$(VENV)/bin/python -m cifar_lit.train $(ARGS)
 
+# -n auto: one pytest worker per core (pytest-xdist); loadgroup keeps the tests of the one-node SLURM cluster on one
+# worker (tests/conftest.py). TEST_WORKERS=0 runs the suite in this process, one test after another.
+TEST_WORKERS ?= auto
 test: install-dev
-	$(VENV)/bin/python -m pytest $(ARGS)
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(ARGS)
 
 lint: install-dev
 	$(VENV)/bin/ruff check cifar_lit hydra_plugins scripts tests

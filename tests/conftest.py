@@ -17,12 +17,17 @@
 
 from __future__ import annotations
 
+import atexit
 import csv
 import importlib.util
+import json
 import os
+import select
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +50,14 @@ from cifar_lit.data.source import CLASSES
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 REAL_DATA = Path(os.environ.get("CIFAR10_REAL_ROOT", ROOT.parent / "shared" / "data" / "cifar10"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test``: ``-n auto --dist loadgroup``) the tests of the one-node SLURM cluster run
+    on one worker, one after another: two workers' jobs would queue behind each other on its few CPUs and time out."""
+    for item in items:
+        if item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
 
 
 # ------------------------------------------------------------------------------------------------------- data
@@ -180,12 +193,63 @@ def cli_command(entry: str, *args: str) -> list[str]:
     return [sys.executable, "-m", f"cifar_lit.{entry}", *args]
 
 
-def run_cli(entry: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Runs ``python -m cifar_lit.<entry> <args>`` from the repository root in CLI_ENV and returns what it did
-    (exit status, stdout and stderr as text): the real entry point, Hydra's command line and error handling included."""
-    return subprocess.run(
-        cli_command(entry, *args), cwd=ROOT, env=CLI_ENV, capture_output=True, text=True, timeout=timeout
-    )
+class WarmCli:
+    """``python -m tests.warm_cli``: an interpreter that has imported the entry points once and forks one child per
+    command (tests/warm_cli.py says why and how); started at the first command, one per test process."""
+
+    def __init__(self) -> None:
+        self.server: subprocess.Popen | None = None
+
+    def start(self) -> subprocess.Popen:
+        if self.server is None or self.server.poll() is not None:
+            command = [sys.executable, "-m", "tests.warm_cli"]
+            pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.DEVNULL}
+            self.server = subprocess.Popen(command, cwd=ROOT, env=CLI_ENV, bufsize=0, **pipes)
+        return self.server
+
+    def run(self, entry: str, args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+        server = self.start()
+        with tempfile.TemporaryDirectory() as folder:
+            out, err = Path(folder) / "stdout", Path(folder) / "stderr"
+            request = {
+                "entry": entry,
+                "args": args,
+                "env": env,
+                "cwd": str(ROOT),
+                "stdout": str(out),
+                "stderr": str(err),
+            }
+            server.stdin.write(json.dumps(request).encode() + b"\n")
+            pid = int(server.stdout.readline())  # once the server has imported the entry points: not timed
+            if not select.select([server.stdout], [], [], timeout)[0]:
+                os.kill(pid, signal.SIGKILL)
+                server.stdout.readline()
+                raise subprocess.TimeoutExpired(cli_command(entry, *args), timeout)
+            code = int(server.stdout.readline())
+            return subprocess.CompletedProcess(cli_command(entry, *args), code, out.read_text(), err.read_text())
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stdin.close()
+            self.server.wait(timeout=30)
+
+
+WARM_CLI = WarmCli()
+atexit.register(WARM_CLI.stop)
+
+
+def run_cli(
+    entry: str, *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Runs ``python -m cifar_lit.<entry> <args>`` from the repository root in CLI_ENV (or ``env``) and returns what
+    it did (exit status, stdout and stderr as text): the real entry point, Hydra's command line and error handling
+    included. The command runs in a child forked from a warm interpreter (WarmCli) unless
+    $CIFAR_LIT_TESTS_FRESH_PROCESS is 1: then in a fresh one, as a user's shell starts it."""
+    env = CLI_ENV if env is None else env
+    if os.environ.get("CIFAR_LIT_TESTS_FRESH_PROCESS") == "1":
+        command = cli_command(entry, *args)
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return WARM_CLI.run(entry, list(args), env, timeout)
 
 
 def start_cli(command: list[str], **popen: Any) -> subprocess.Popen:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ from cifar_lit.errors import CheckpointError
 from cifar_lit.hydra_ext.instantiate import build_module
 from cifar_lit.training.checkpoint import AtomicCheckpointIO, load_module
 from cifar_lit.training.muon import Muon
-from tests.conftest import ROOT, compose_train, synthetic_overrides
+from tests.conftest import compose_train, run_cli, synthetic_overrides
 
 
 class RunsACommand:
@@ -148,8 +146,7 @@ def test_a_checkpoint_naming_other_code_is_refused_before_importing_it(
         "export": ["format=torchscript"],
     }[entry]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(tmp_path)}  # the probe is importable
-    cmd = [sys.executable, "-m", f"cifar_lit.{entry}", f"ckpt_path={path}", f"hydra.run.dir={tmp_path}/run", *overrides]
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    result = run_cli(entry, f"ckpt_path={path}", f"hydra.run.dir={tmp_path}/run", *overrides, env=env)
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     (line,) = [line for line in result.stderr.splitlines() if key in line]

@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +25,11 @@ from cifar_lit.hydra_ext.instantiate import instantiate
 from tests.conftest import (
     IMAGE_DAMAGE,
     REAL_DATA,
-    ROOT,
     TINY_BLOCKS,
     broken_copy,
     compose_train,
     empty_ship_folder,
+    run_cli,
     synthetic_overrides,
 )
 
@@ -135,8 +134,7 @@ def test_data_root_is_the_given_one_else_cifar10_root_else_data(monkeypatch, tmp
 def train_cli(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     """``python -m cifar_lit.train`` in a fresh process (no seed left in the environment by an earlier test)."""
     env = {k: v for k, v in os.environ.items() if k != "PL_GLOBAL_SEED"} | {"CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "cifar_lit.train", *overrides, f"hydra.run.dir={run_dir}"]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return run_cli("train", *overrides, f"hydra.run.dir={run_dir}", env=env)
 
 
 def epoch_lines(run_dir: Path) -> list[str]:

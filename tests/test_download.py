@@ -10,7 +10,6 @@ import os
 import pickle
 import socket
 import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -26,7 +25,7 @@ from cifar_lit.data import source
 from cifar_lit.data.cache import load_split
 from cifar_lit.data.source import ARCHIVE_DIR, CLASSES
 from cifar_lit.errors import DataError
-from tests.conftest import ROOT, TINY_BLOCKS
+from tests.conftest import TINY_BLOCKS, run_cli
 
 ARCHIVE = "cifar-10-python.tar.gz"
 BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
@@ -99,8 +98,7 @@ def served(tmp_path_factory) -> Iterator[dict]:
 
 def train_cli(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PL_GLOBAL_SEED", "CIFAR10_ROOT")}
-    cmd = [sys.executable, "-m", "cifar_lit.train", *overrides, f"hydra.run.dir={run_dir}"]
-    return subprocess.run(cmd, cwd=ROOT, env=env | {"CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True)
+    return run_cli("train", *overrides, f"hydra.run.dir={run_dir}", env=env | {"CUDA_VISIBLE_DEVICES": ""})
 
 
 def test_a_fresh_root_is_downloaded_then_trained_on(served, tmp_path):

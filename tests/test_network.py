@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -16,12 +13,9 @@ from cifar_lit.errors import ConfigError
 from cifar_lit.network.block import BLOCK_FORMS, Block
 from cifar_lit.network.model import BlockNetwork
 from cifar_lit.training.module import BlockClassifier
-from tests.conftest import ROOT, block_param_count, compose_train, synthetic_overrides
+from tests.conftest import block_param_count, compose_train, run_cli, synthetic_overrides
 
 SGD = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1}
-
-
-CPU_ONLY = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
 
 
 def model_config(name: str) -> dict:
@@ -161,9 +155,8 @@ def test_model_summary_counts_the_networks_flops(form, stem, channels_last):
 def test_the_training_cli_prints_the_networks_flops(synthetic_root, tmp_path):
     blocks = "[{in_channels:3,out_channels:8,pool:true},{in_channels:8,out_channels:8,pool:false}]"
     overrides = [f"model.blocks={blocks}", "model.num_branches=2", "trainer.max_epochs=1", "test=false"]
-    command = [sys.executable, "-m", "cifar_lit.train", *overrides, f"hydra.run.dir={tmp_path / 'run'}"]
-    command += synthetic_overrides(synthetic_root, tmp_path / "cache")
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=CPU_ONLY)
+    overrides += [f"hydra.run.dir={tmp_path / 'run'}", *synthetic_overrides(synthetic_root, tmp_path / "cache")]
+    result = run_cli("train", *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     expected = get_human_readable_count(flops_by_formula(TINY_MODEL | {"form": "concat"}))  # the configured form
     assert f"Total FLOPs: {expected}" in result.stdout, result.stdout[-3000:]

@@ -3,6 +3,7 @@ jobs, threads per job) and the SLURM launcher's config."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -252,7 +253,8 @@ def test_optuna_sweep_whose_trials_all_fail_says_so_in_one_line(synthetic_root, 
     overrides = ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "optimizer.lr=-1", f"hydra.sweep.dir={sweep}"]
     result = run_cli("train", *overrides, *quick_overrides(synthetic_root, tmp_path / "cache"))
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == "2 of 2 jobs failed (0, 1): see their FAILED.txt"
+    last_line = result.stderr.strip().splitlines()[-1]  # the jobs' folders: their numbers and sampled values
+    assert re.fullmatch(r"2 of 2 jobs failed \(0_dropout=\S+, 1_dropout=\S+\): see their FAILED.txt", last_line)
     assert "Traceback" not in result.stderr
     assert {t.state.name for t in load_optuna_study(sweep).trials} == {"FAIL"}
 
@@ -269,7 +271,8 @@ def test_a_search_whose_trials_never_validate_fails(synthetic_root, tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert [t.state.name for t in load_optuna_study(sweep).trials] == ["FAIL", "FAIL"]
     assert [row["status"] for row in read_csv(sweep / "summary.csv")] == ["failed", "failed"]
-    assert "trainer.max_steps=3 ends training before the first validation" in (sweep / "0" / "FAILED.txt").read_text()
+    failure = (job_folder(sweep, 0) / "FAILED.txt").read_text()
+    assert "trainer.max_steps=3 ends training before the first validation" in failure
 
 
 class NoValueLauncher:
@@ -330,7 +333,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_with_their_threads(synthetic_root
     result = run_cli("train", "-m", *overrides, f"hydra.sweep.dir={sweep}", *quick_overrides(synthetic_root, tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in result.stderr + result.stdout
-    for job in ("0", "1"):
-        assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
-        assert "torch threads: 1" in (sweep / job / "train.log").read_text()
+    for job in (sweep / "0_lr=0.01", sweep / "1_lr=0.005"):
+        assert (job / "checkpoints" / "last.ckpt").is_file()
+        assert "torch threads: 1" in (job / "train.log").read_text()
     assert sorted((r["job"], r["status"]) for r in read_csv(sweep / "summary.csv")) == [("0", "ok"), ("1", "ok")]
