@@ -25,4 +25,8 @@ class NoResultError(RuntimeError):
     """A run ended without its result: its monitor (``<monitor>_best``, what it returns) was never logged."""
 
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError, FloatingPointError, NoResultError)
+class RankError(RuntimeError):
+    """Another DDP rank of the run failed (its exit status not 0) although this one, rank 0, finished."""
+
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError, FloatingPointError, NoResultError, RankError)

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from cifar_lit.callbacks.provenance import RunProvenance
 from cifar_lit.errors import NoResultError
-from cifar_lit.hydra_ext.distributed import job_scope
+from cifar_lit.hydra_ext.distributed import check_other_ranks, job_scope
 from cifar_lit.hydra_ext.entry import entry_point
 from cifar_lit.hydra_ext.instantiate import build_module, instantiate, instantiate_list
 from cifar_lit.hydra_ext.job_resume import resume_sweep_job
@@ -75,6 +75,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             log.warning("no best checkpoint was saved; testing the current weights")
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    check_other_ranks(trainer)  # DDP: a rank that fails after this one has finished fails the run too
     return metrics
 
 

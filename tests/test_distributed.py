@@ -3,6 +3,7 @@ synced validation accuracy that is exactly the single-process accuracy of the ch
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -88,6 +89,31 @@ def test_ddp_cpu_in_a_multirun_runs_each_job_once_in_its_own_dir(synthetic_root,
         assert len(scalars(job)["val/acc"]) == 1
     assert sorted((r["job"], r["status"]) for r in read_csv(sweep / "summary.csv")) == [("0", "ok"), ("1", "ok")]
     assert result.stdout.count("| job |") == 1  # one summary: rank 1 ran no sweep of its own
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["run", "multirun"])
+def test_a_ddp_run_whose_rank_1_fails_after_rank_0_finished_fails(synthetic_root, tmp_path, mode):
+    """Rank 1 exits with status 3 once everything is done (rank 0 had nothing left to wait for): the run fails all
+    the same, in one line naming the rank and its status, run.json says so; a sweep's job has it in its FAILED.txt,
+    the summary's row is failed and the sweep's status 1."""
+    overrides = [*ddp_overrides(synthetic_root, tmp_path / "cache"), "trainer.max_epochs=1"]
+    overrides += ["+callbacks.rank_exit._target_=tests.rank_exit_helper.ExitAtShutdown"]
+    sweep = tmp_path / "sweep"
+    if mode == "run":
+        result = run_cli("train", *overrides, f"hydra.run.dir={tmp_path / 'run'}")
+    else:
+        result = run_cli("train", "-m", *overrides, "optimizer.lr=0.01", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 1, result.stderr[-3000:]
+    run_dir = tmp_path / "run" if mode == "run" else job_folder(sweep, 0)
+    error = json.loads((run_dir / "run.json").read_text())
+    assert error["status"] == "failed" and error["error"].startswith("RankError: rank 1 (pid "), error
+    assert "exited with status 3" in error["error"]
+    if mode == "run":
+        assert result.stderr.strip().splitlines()[-1] == "error: " + error["error"].removeprefix("RankError: ")
+    else:
+        assert (run_dir / "FAILED.txt").read_text().strip() == error["error"]
+        assert [(row["job"], row["status"]) for row in read_csv(sweep / "summary.csv")] == [("0", "failed")]
 
 
 @pytest.mark.slow

@@ -29,23 +29,36 @@ def distribution(override: Override) -> BaseDistribution:
     raise ValueError(f"{override.input_line}: the Optuna sweeper takes choice, range and interval sweeps")
 
 
+def config_key(override: Override) -> str:
+    """The config key an override sets, whatever its prefix: ``++optimizer.lr=0.5`` sets ``optimizer.lr``."""
+    key = override.key_or_group
+    return key if override.package is None else f"{key}@{override.package}"
+
+
 def search_space(params: dict[str, str], arguments: list[str]) -> tuple[dict[str, BaseDistribution], list[str]]:
     """The distributions of ``hydra.sweeper.params`` and of the command line's sweeps, and the command line's other
-    overrides, passed to every job as they are. The later of two overrides of a key wins, as in a plain sweep: a
-    fixed value takes its key out of the search space, a sweep replaces an earlier fixed value."""
+    overrides, passed to every job as they are. The later of two overrides of a key wins, as in a plain sweep,
+    whatever their prefixes (``+``, ``++``): a fixed value takes its key out of the search space (else Optuna would
+    record values the jobs never ran: theirs come after the trial's), a sweep replaces an earlier fixed value."""
     parser = OverridesParser.create()
-    space = {key: distribution(parser.parse_override(f"{key}={value}")) for key, value in params.items()}
-    fixed: dict[str, str] = {}
+    space: dict[str, BaseDistribution] = {}
+    keys: dict[str, str] = {}  # a search dimension's name (as the trial's override writes it) -> its config key
+    for name, value in params.items():
+        override = parser.parse_override(f"{name}={value}")
+        space[name], keys[name] = distribution(override), config_key(override)
+    fixed: dict[str, Override] = {}
     for override in parser.parse_overrides(arguments):
-        key = override.get_key_element()
+        key = config_key(override)
+        for name in [name for name, of in keys.items() if of == key]:
+            del space[name], keys[name]
         if override.is_sweep_override():
-            space[key] = distribution(override)
-            fixed.pop(key, None)
+            name = override.get_key_element()
+            space[name], keys[name] = distribution(override), key
+            fixed = {element: o for element, o in fixed.items() if config_key(o) != key}
         else:
-            space.pop(key, None)
-            fixed.pop(key, None)  # re-inserted: the command line's order stays
-            fixed[key] = override.input_line
-    return space, list(fixed.values())
+            fixed.pop(override.get_key_element(), None)  # re-inserted: the command line's order stays
+            fixed[override.get_key_element()] = override
+    return space, [override.input_line for override in fixed.values()]
 
 
 def grid_of(space: dict[str, BaseDistribution]) -> dict[str, list[Any]]:

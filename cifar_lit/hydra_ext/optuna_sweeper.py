@@ -41,6 +41,7 @@ from optuna.trial import TrialState
 
 from cifar_lit.errors import PRUNED_FILE
 from cifar_lit.hydra_ext.job_name import TRIAL_CALLBACK
+from cifar_lit.hydra_ext.optuna_sampler import check_sampler
 from cifar_lit.hydra_ext.optuna_space import grid_of, remaining_cells, search_space
 from cifar_lit.reporting.secrets import STORAGE_ENV, STORAGE_FROM_ENV, mask_secrets
 from cifar_lit.training.monitor import DIRECTIONS, monitor_mode
@@ -211,6 +212,7 @@ class OptunaSearch:
                 raise ValueError("hydra.sweeper.n_trials=null (the whole grid) takes the grid sampler only")
             if not 0 <= self.max_failure_rate <= 1:
                 raise ValueError(f"hydra.sweeper.max_failure_rate must be in [0, 1], got {self.max_failure_rate}")
+            check_sampler(self.sampler_config())  # not at the trial that first needs its package
             study = self.create_study(space)
         except ValueError as err:  # a search space the sampler cannot take: one line, as for any bad config value
             sys.exit(f"error: {err}")
