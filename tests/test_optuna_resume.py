@@ -61,24 +61,32 @@ def test_a_pruned_grid_cut_short_by_n_trials_and_rerun_runs_every_cell_once(synt
     assert len(read_csv(sweep / "summary.csv")) == 4
 
 
-def killed_grid_args(synthetic_root: Path, tmp_path: Path, sweep: Path) -> list[str]:
-    """A deterministic 2 x 2 pruned grid whose epochs are long enough (~36 steps) for a kill to land mid-trial.
-    No pruner: which cells successive halving stops depends on the order cells report in, which a retry changes."""
+def search_args(synthetic_root: Path, tmp_path: Path, sweep: Path, *search: str) -> list[str]:
+    """A deterministic search (``search``: what it searches) without a pruner (which cells successive halving stops
+    depends on the order cells report in, which a retry changes), its epochs long enough (~36 steps) for a kill to
+    land mid-trial."""
     return [
         *synthetic_overrides(synthetic_root, tmp_path / "cache"),
-        "hparams_search=pruned_grid",
+        *search,
         "hydra/sweeper/optuna_pruner=none",
-        "optimizer.lr=0.01,0.003",
-        "optimizer.weight_decay=0.05,0",
         "data.batch_size=8",
         "experiment=smoke",
         "trainer.max_epochs=2",
         "trainer.deterministic=true",
         "seed=7",
-        f"model.blocks={SMALL_BLOCKS}",
         "~callbacks.progress_bar",
         f"hydra.sweep.dir={sweep}",
     ]
+
+
+def killed_grid_args(synthetic_root: Path, tmp_path: Path, sweep: Path) -> list[str]:
+    grid = ["hparams_search=pruned_grid", "optimizer.lr=0.01,0.003", "optimizer.weight_decay=0.05,0"]
+    return search_args(synthetic_root, tmp_path, sweep, *grid, f"model.blocks={SMALL_BLOCKS}")
+
+
+def job_1_saved(sweep: Path) -> bool:
+    """Whether job 1 has saved a checkpoint (after its first epoch: a kill now lands mid-trial)."""
+    return sweep.is_dir() and 1 in job_folders(sweep) and (job_folder(sweep, 1) / "checkpoints" / "last.ckpt").is_file()
 
 
 def record(job: Path) -> dict:
@@ -113,15 +121,7 @@ def test_a_pruned_grid_killed_mid_trial_and_rerun_ends_as_an_uninterrupted_one(s
     args = killed_grid_args(synthetic_root, tmp_path, sweep)
     process = start_cli(cli_command("train", *args), start_new_session=True)
     try:
-
-        def job_1_saved() -> bool:
-            return (
-                sweep.is_dir()
-                and 1 in job_folders(sweep)
-                and (job_folder(sweep, 1) / "checkpoints/last.ckpt").is_file()
-            )
-
-        wait_for(job_1_saved, "job 1's first checkpoint", timeout=300, process=process)
+        wait_for(lambda: job_1_saved(sweep), "job 1's first checkpoint", timeout=300, process=process)
         os.killpg(process.pid, signal.SIGKILL)  # a crash: the trial stays RUNNING in the journal
         process.wait(timeout=60)
     finally:
@@ -144,3 +144,26 @@ def test_a_pruned_grid_killed_mid_trial_and_rerun_ends_as_an_uninterrupted_one(s
     assert sorted(job_folders(sweep)) == [0, 1, 2, 3]
     assert summary(sweep) == summary(whole)
     assert reports(sweep) == reports(whole)  # the retry kept its first epoch's report and added the second
+
+
+@pytest.mark.slow
+def test_a_tpe_search_killed_mid_trial_and_rerun_runs_its_n_trials(synthetic_root, tmp_path):
+    """A 4-trial TPE search killed in its second trial and rerun: 4 trials completed in all (the killed one's retry
+    among them, in its folder), none left running, no job folder taken twice."""
+    sweep = tmp_path / "sweep"
+    search = ["hparams_search=optuna", "hydra.sweeper.n_trials=4", "optimizer.lr=tag(log,interval(0.001,0.01))"]
+    fixed = ["optimizer.weight_decay=0", "model.num_branches=1", "model.classifier.dropout=0"]
+    args = search_args(synthetic_root, tmp_path, sweep, *search, *fixed, f"model.blocks={SMALL_BLOCKS}")
+    process = start_cli(cli_command("train", *args), start_new_session=True)
+    try:
+        wait_for(lambda: job_1_saved(sweep), "job 1's first checkpoint", timeout=300, process=process)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    result = run_cli("train", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = load_optuna_study(sweep).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"] + ["COMPLETE"] * 3
+    assert trials[2].params == trials[1].params and "resumed_at" in record(job_folder(sweep, 1))
+    assert sorted(job_folders(sweep)) == [0, 1, 2, 3] and len(read_csv(sweep / "summary.csv")) == 4
