@@ -167,3 +167,41 @@ def test_a_tpe_search_killed_mid_trial_and_rerun_runs_its_n_trials(synthetic_roo
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"] + ["COMPLETE"] * 3
     assert trials[2].params == trials[1].params and "resumed_at" in record(job_folder(sweep, 1))
     assert sorted(job_folders(sweep)) == [0, 1, 2, 3] and len(read_csv(sweep / "summary.csv")) == 4
+
+
+class Launcher:
+    """A launcher that records the job numbers it is asked to launch and returns nothing."""
+
+    def __init__(self) -> None:
+        self.launched: list[list[int]] = []
+
+    def launch(self, batch: list[list[str]], initial_job_idx: int) -> list[None]:
+        self.launched.append(list(range(initial_job_idx, initial_job_idx + len(batch))))
+        return [None] * len(batch)
+
+
+def test_a_dead_trial_is_retried_under_its_job_number_and_new_trials_take_the_next(tmp_path):
+    """Without training: jobs 0 and 2 (finished) and 1 (left RUNNING) of a folder, a RUNNING trial of another folder
+    (a live worker's). The folder's rerun retries trial 1 as job 1 and numbers a new trial 3, launched apart (a
+    launcher numbers a batch from its first job); the other folder's trial stays RUNNING."""
+    import optuna
+
+    from cifar_lit.hydra_ext.optuna_resume import JobNumbers, finished_jobs, retry_dead_trials
+
+    study = optuna.create_study()
+    sweep, other = tmp_path / "sweep", tmp_path / "other"
+    for number, folder in ((0, sweep), (1, sweep), (2, sweep), (0, other)):
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        trial.report(0.5, 1)
+        JobNumbers(study, folder).number(trial)
+        if folder == sweep and number != 1:
+            study.tell(trial, 1.0)
+    assert retry_dead_trials(study, sweep) == [1]
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE", "RUNNING", "WAITING"]
+    assert finished_jobs(study, sweep) == 2  # the failed trial 1 is its retry's to finish
+    jobs, launcher = JobNumbers(study, sweep), Launcher()
+    trials = [study.ask(), study.ask()]
+    assert trials[0].params == study.trials[1].params and trials[0].number == 4
+    jobs.launch(launcher, trials, [[], []])
+    assert launcher.launched == [[1], [3]]
+    assert study.trials[4].intermediate_values == {1: 0.5}  # the dead trial's report, kept for the pruner

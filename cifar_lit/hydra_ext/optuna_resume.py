@@ -9,10 +9,11 @@ before its job is launched. A rerun in that folder then knows its own trials:
 * a trial of the folder left RUNNING is dead: only one search runs in a sweep folder at a time (two would write
   the same job folders), and the folder's search is starting now. It is failed and retried as Optuna's heartbeat
   does it (``RetryHeartbeatStaleTrialCallback``: a WAITING trial with its parameters, grid cell, user attrs and
-  reported epochs), which ``study.ask`` hands out before any new one. This works on every storage, the journal file
-  (which has no heartbeat) included; trials of other folders, e.g. other workers sharing a PostgreSQL study, are
-  left alone. (Optuna's heartbeat needs a process beating for each trial, here a job's, and an RDB storage opened
-  with a heartbeat interval: not done.)
+  reported epochs), which ``study.ask`` hands out before any new one. This works on every storage, the journal
+  file (which has no heartbeat) included; trials of other folders, e.g. other workers sharing a PostgreSQL study,
+  are left alone. (Optuna's heartbeat needs a process beating for each trial, here a job's, and an RDB storage
+  opened with a heartbeat interval: not done. The retry copies the system attrs too: successive halving and
+  hyperband then count a rung value of the dead trial twice, its own and its retry's.)
 * a retried trial is launched with its dead trial's job number, so Hydra gives it the same job folder
   (cifar_lit.hydra_ext.job_name), where the job resumes from its ``checkpoints/last.ckpt`` or returns the metrics
   its run.json records (cifar_lit.hydra_ext.job_resume); new trials take the numbers after the folder's last job.
@@ -22,12 +23,14 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
+from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
 from cifar_lit.reporting.sweeps import job_number
@@ -49,7 +52,9 @@ def folder_key(sweep_dir: str | Path) -> str:
 
 def retried(trials: Sequence[FrozenTrial]) -> set[int]:
     """The numbers of the failed trials that have a retry (which stands for them)."""
-    return {number for trial in trials for number in RetryCallback.retry_history(trial)}
+    with warnings.catch_warnings():  # "experimental" since Optuna 3: noise in every search's log
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return {number for trial in trials for number in RetryCallback.retry_history(trial)}
 
 
 def in_folder(trial: FrozenTrial, sweep_dir: str | Path) -> bool:
@@ -62,7 +67,10 @@ def retry_dead_trials(study: optuna.Study, sweep_dir: str | Path) -> list[int]:
     dead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if in_folder(t, sweep_dir)]
     for trial in dead:
         study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-        RetryCallback(inherit_intermediate_values=True)(study, study._storage.get_trial(trial._trial_id))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            retry = RetryCallback(inherit_intermediate_values=True)
+        retry(study, study._storage.get_trial(trial._trial_id))
         log.warning("trial %d (job %s) was left running by a dead search: retried", trial.number, trial.user_attrs[JOB])
     return [t.number for t in dead]
 
