@@ -9,8 +9,9 @@ stopped: each job first reads what an earlier run of it left in its folder.
 
 A job's folder is its job number's, which Hydra's basic sweeper gives in the order of the grid: the same command
 gives every cell the same folder. ``run.json`` records the job's overrides (``job_overrides``), and a folder that
-holds another job's run is refused in one line, not trained over. Optuna searches resume through their storage
-instead (their trials are numbered by the study), so only the basic sweeper's jobs do this.
+holds another job's run is refused in one line, not trained over. The Optuna sweeper's jobs do the same when a
+rerun search retries a trial its dead process left running: the retry gets the dead trial's job number, so its
+folder (cifar_lit.hydra_ext.optuna_resume); the two jobs' overrides differ only in the trial they report to.
 """
 
 from __future__ import annotations
@@ -24,16 +25,28 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from cifar_lit.errors import FAILURE_FILE, RUN_FILE, ConfigError
+from cifar_lit.hydra_ext.job_name import TRIAL_CALLBACK
 from cifar_lit.hydra_ext.runner import is_multirun, task_overrides
 
 log = logging.getLogger(__name__)
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+OPTUNA_SWEEPER = "hydra_plugins.cifar_lit_optuna_sweeper.CifarLitOptunaSweeper"
 
 
 def job_overrides() -> list[str] | None:
     """The running multirun job's own overrides (the sweep's values for this job and the command's fixed ones)."""
     return task_overrides() if is_multirun() else None
+
+
+def same_job(recorded: list[str], overrides: list[str]) -> bool:
+    """Whether two runs' overrides are those of one job: equal but for the Optuna trial they report to (a retried
+    trial has a number of its own)."""
+
+    def job(items: list[str]) -> list[str]:
+        return [item for item in items if not item.lstrip("+~").startswith(f"{TRIAL_CALLBACK}.trial_number=")]
+
+    return job(recorded) == job(overrides)
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
@@ -53,18 +66,18 @@ def is_finished(record: dict[str, Any], cfg: DictConfig) -> bool:
 
 
 def resume_sweep_job(cfg: DictConfig) -> dict[str, float] | None:
-    """What an earlier run of this basic-sweeper job left: its recorded metrics if it finished (the job is then
+    """What an earlier run of this sweep job left: its recorded metrics if it finished (the job is then
     done), else None, with ``cfg.ckpt_path=last`` set when it left a ``last.ckpt`` to resume from."""
     overrides = job_overrides()
     if overrides is None or not cfg.get("resume_jobs", True):
         return None
-    if HydraConfig.get().sweeper.get("_target_") != BASIC_SWEEPER:
+    if HydraConfig.get().sweeper.get("_target_") not in (BASIC_SWEEPER, OPTUNA_SWEEPER):
         return None
     folder = Path(HydraConfig.get().runtime.output_dir)
     record = read_record(folder / RUN_FILE)
     if record is None or record.get("job_overrides") is None:
         return None  # nothing ran here, or a run that recorded no overrides: start afresh
-    if record["job_overrides"] != overrides:
+    if not same_job(record["job_overrides"], overrides):
         raise ConfigError(
             f"{folder} holds the run of another job ({' '.join(record['job_overrides'])}), not this one "
             f"({' '.join(overrides)}): a sweep resumes with the command and hydra.sweep.dir it started with; "

@@ -41,6 +41,7 @@ from optuna.trial import TrialState
 
 from cifar_lit.errors import PRUNED_FILE
 from cifar_lit.hydra_ext.job_name import TRIAL_CALLBACK
+from cifar_lit.hydra_ext.optuna_resume import JobNumbers, finished_jobs, retry_dead_trials
 from cifar_lit.hydra_ext.optuna_sampler import check_sampler
 from cifar_lit.hydra_ext.optuna_space import grid_of, remaining_cells, search_space
 from cifar_lit.reporting.secrets import STORAGE_ENV, STORAGE_FROM_ENV, mask_secrets
@@ -166,7 +167,10 @@ class OptunaSearch:
         extra = {"search_space": grid_of(space)} if self.is_grid() else {}
         storage = open_storage(self.storage)
         earlier = previous_trials(self.study_name, storage)
-        if earlier and sampler_cfg.get("seed") is not None:  # a resumed search: not the first search's draws again
+        # A resumed search: the random draws (RandomSampler, TPE's startup trials) come from the seed, not from the
+        # stored trials, and would repeat the first search's. Not the grid's: its seed is the order of its cells
+        # (trial n runs cell n), which must stay that of the trials stored.
+        if earlier and sampler_cfg.get("seed") is not None and not self.is_grid():
             sampler_cfg["seed"] += earlier
         sampler = instantiate(sampler_cfg, **extra) if sampler_cfg else None
         pruner = instantiate(self.pruner_config())
@@ -221,7 +225,9 @@ class OptunaSearch:
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        n_trials = self.n_trials
+        retry_dead_trials(study, sweep_dir)
+        # n_trials: the sweep folder's trials, so a rerun in it runs what is left (optuna_resume)
+        n_trials = self.n_trials if self.n_trials is None else max(0, self.n_trials - finished_jobs(study, sweep_dir))
         if self.is_grid():  # a resumed grid runs the cells its storage has not finished
             cells = remaining_cells(study, space)
             n_trials = cells if n_trials is None else min(n_trials, cells)
@@ -230,11 +236,11 @@ class OptunaSearch:
         shown = self.shown_storage()
         log.info("Optuna study %s (%s): %d trials over %s", self.study_name, shown, n_trials, list(space))
         returns: list[JobReturn] = []
-        failed = 0
+        failed, jobs = 0, JobNumbers(study, sweep_dir)
         while len(returns) < n_trials:
             trials = [study.ask(space) for _ in range(min(self.n_jobs, n_trials - len(returns)))]
             batch = [self.trial_overrides(trial, fixed) for trial in trials]
-            job_returns = self.launcher.launch(batch, initial_job_idx=len(returns))
+            job_returns = jobs.launch(self.launcher, trials, batch)
             for trial, job_return in zip(trials, job_returns, strict=True):
                 failed += self.tell(study, trial, job_return) == TrialState.FAIL
             returns.extend(job_returns)
