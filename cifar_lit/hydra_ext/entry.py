@@ -16,6 +16,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
+from cifar_lit.hydra_ext.hydra_compat import main_options, with_implied_multirun
+
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # A wheel carries the configs inside the package (pyproject.toml maps conf/ to cifar_lit/conf); a checkout, and an
 # editable install of it, keeps them beside the package in conf/, the folder users edit.
@@ -87,12 +89,14 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
     """``hydra.main`` on cifar_lit's configs (``config_name``), preceded by the check for a missing extra."""
 
     def decorate(task: Callable[[DictConfig], Any]) -> Callable[..., Any]:
-        hydra_main = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)(task)
+        hydra_main = hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, **main_options())(task)
 
         @functools.wraps(task)
         def main(cfg: DictConfig | None = None) -> Any:
-            if cfg is None and (message := missing_extra(sys.argv[1:])):
-                sys.exit(f"error: {message}")
+            if cfg is None:
+                sys.argv[1:] = with_implied_multirun(sys.argv[1:])
+                if message := missing_extra(sys.argv[1:]):
+                    sys.exit(f"error: {message}")
             expose_project_plugins()
             return hydra_main(cfg)
 

@@ -21,7 +21,9 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
+
+from cifar_lit.hydra_ext.hydra_compat import register_resolver
 
 EXCLUDE_KEYS = "hydra.job.config.override_dirname.exclude_keys"
 # the callback through which the Optuna sweeper's jobs reach their trial: the same for every job, not a parameter
@@ -88,7 +90,7 @@ def job_dirname(num: Any, *, _root_: DictConfig) -> str:
 
 
 def register() -> None:
-    OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
+    register_resolver("job_dirname", job_dirname)
 
 
 class SweptKeysOnly(Callback):
@@ -101,4 +103,5 @@ class SweptKeysOnly(Callback):
         excluded += [o.key_or_group for o in command if not o.is_sweep_override() and o.key_or_group not in excluded]
         if excluded:
             listed = ",".join(f"'{key}'" for key in excluded)
-            config.hydra.overrides.hydra.append(f"{EXCLUDE_KEYS}=[{listed}]")
+            with read_write(config.hydra.overrides):  # read-only from Hydra 1.4 on
+                config.hydra.overrides.hydra.append(f"{EXCLUDE_KEYS}=[{listed}]")

@@ -57,9 +57,13 @@ PRUNING_CALLBACK = f"+{TRIAL_CALLBACK}"
 
 def pruner_config(pruner: Any) -> dict[str, Any]:
     """``hydra.sweeper.pruner`` as a plain dict to instantiate; no pruner: Optuna's NopPruner."""
-    if not pruner:
-        return {"_target_": "optuna.pruners.NopPruner"}
-    return OmegaConf.to_container(OmegaConf.create(pruner), resolve=True)
+    return plain_config(pruner) if pruner else {"_target_": "optuna.pruners.NopPruner"}
+
+
+def plain_config(node: Any) -> dict[str, Any]:
+    """A sampler's or pruner's node as a plain dict, its interpolations (``seed: ${seed}``) resolved in the sweep's
+    config: Hydra 1.4 hands the plugin its config nodes unresolved, 1.3 plain values."""
+    return OmegaConf.to_container(node if OmegaConf.is_config(node) else OmegaConf.create(node), resolve=True)
 
 
 def open_storage(storage: str) -> Any:
@@ -157,7 +161,7 @@ class OptunaSearch:
         return mask_secrets(self.storage) + (f" from ${STORAGE_ENV}" if self.storage_from_env() else "")
 
     def sampler_config(self) -> dict[str, Any]:
-        return OmegaConf.to_container(OmegaConf.create(self.sampler_cfg or {}), resolve=True)
+        return plain_config(self.sampler_cfg or {})
 
     def is_grid(self) -> bool:
         return str((self.sampler_cfg or {}).get("_target_", "")).endswith("GridSampler")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from omegaconf import OmegaConf
+from cifar_lit.hydra_ext.hydra_compat import register_resolver
 
 SACCT_WARNING = "Bypassing sacct error"
 
@@ -43,7 +43,7 @@ class OnceSacctWarning(logging.Filter):
 def register() -> None:
     """The resolver and the submitit log filter; idempotent. (submitit configures its logger when imported, which
     keeps a logger's filters.)"""
-    OmegaConf.register_new_resolver("slurm_gpus", slurm_gpus, replace=True)
+    register_resolver("slurm_gpus", slurm_gpus)
     submitit_log = logging.getLogger("submitit")
     if not any(isinstance(f, OnceSacctWarning) for f in submitit_log.filters):
         submitit_log.addFilter(OnceSacctWarning())

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from cifar_lit.errors import ConfigError
+from cifar_lit.hydra_ext.hydra_compat import register_resolver
 
 MODES = ("min", "max")
 NAME_RULE = (("acc", "max"), ("loss", "min"))  # (the metric name's prefix, its mode)
@@ -59,4 +60,4 @@ def monitor_mode(cfg: DictConfig | dict[str, Any]) -> str:
 def register() -> None:
     """The configs' ``${metric_mode:<metric>,<mode or null>}`` resolver; idempotent (runs when cifar_lit is imported,
     before an entry point or a ``compose()`` resolves the callbacks)."""
-    OmegaConf.register_new_resolver("metric_mode", metric_mode, replace=True)
+    register_resolver("metric_mode", metric_mode)
