@@ -46,7 +46,7 @@ def single_run_argv() -> list[str]:
     argv += [f"--config-dir={s.path}" for s in hydra_cfg.runtime.config_sources if s.provider == "command-line"]
     # as typed: the Optuna sweeper's storage=${oc.env:CIFAR_LIT_OPTUNA_STORAGE} reaches the other ranks (their
     # environment is this one's) as the variable, not as its value on their command line
-    return [*argv, *task_overrides(), "hydra.mode=RUN"]  # RUN: hparams_search=optuna asks for MULTIRUN
+    return [*argv, *task_overrides(), "hydra.mode=RUN"]  # RUN: hparams_search=... would imply --multirun
 
 
 @contextmanager

@@ -61,7 +61,10 @@ def main_options() -> dict[str, Any]:
 
 def with_implied_multirun(args: Sequence[str]) -> list[str]:
     """The command line with ``--multirun`` added when it picks an ``hparams_search`` and says nothing of the mode
-    (``-m``, ``--cfg``, ``--help``, ...)."""
+    (``-m``, ``--cfg``, ``--help``, ..., or ``hydra.mode=RUN``: one job of a search rerun alone, a DDP rank's own
+    command)."""
     search = any(arg.lstrip("+~").startswith("hparams_search=") for arg in args)
     flags = {arg.split("=", 1)[0] for arg in args if arg.startswith("-")}
-    return ["--multirun", *args] if search and not flags & (MODE_FLAGS | HELP_FLAGS) else list(args)
+    mode_set = any(arg.lstrip("+~").startswith("hydra.mode=") for arg in args)
+    implied = search and not mode_set and not flags & (MODE_FLAGS | HELP_FLAGS)
+    return ["--multirun", *args] if implied else list(args)
