@@ -254,10 +254,10 @@ def run_cli(
 
 
 def start_cli(command: list[str], **popen: Any) -> subprocess.Popen:
-    """``command`` started in the background from the repository root in CLI_ENV, its output discarded unless
-    ``popen`` says otherwise (``start_new_session=True``: its own process group, as a terminal's job)."""
-    options = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "text": True, **popen}
-    return subprocess.Popen(command, cwd=ROOT, env=CLI_ENV, **options)
+    """``command`` started in the background from the repository root in CLI_ENV (or ``env=``), its output discarded
+    unless ``popen`` says otherwise (``start_new_session=True``: its own process group, as a terminal's job)."""
+    options = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "text": True, "env": CLI_ENV, **popen}
+    return subprocess.Popen(command, cwd=ROOT, **options)
 
 
 def wait_for(

@@ -25,6 +25,7 @@ OPTIONAL_MODULES = {
     "cifar_lit/hydra_ext/optuna_space.py": "cifar_lit.hydra_ext.optuna_space",
     "cifar_lit/hydra_ext/optuna_sampler.py": "cifar_lit.hydra_ext.optuna_sampler",
     "cifar_lit/hydra_ext/optuna_resume.py": "cifar_lit.hydra_ext.optuna_resume",
+    "cifar_lit/hydra_ext/optuna_workers.py": "cifar_lit.hydra_ext.optuna_workers",
 }
 
 

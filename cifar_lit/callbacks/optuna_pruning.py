@@ -40,7 +40,7 @@ class OptunaPruning(L.Callback):
         if self._trial is None:
             import optuna
 
-            from cifar_lit.hydra_ext.optuna_sweeper import open_storage
+            from cifar_lit.hydra_ext.optuna_workers import open_storage
 
             study = optuna.load_study(
                 study_name=self.study_name, storage=open_storage(self.storage), pruner=self.pruner

@@ -11,9 +11,9 @@ before its job is launched. A rerun in that folder then knows its own trials:
   does it (``RetryHeartbeatStaleTrialCallback``: a WAITING trial with its parameters, grid cell, user attrs and
   reported epochs), which ``study.ask`` hands out before any new one. This works on every storage, the journal
   file (which has no heartbeat) included; trials of other folders, e.g. other workers sharing a PostgreSQL study,
-  are left alone. (Optuna's heartbeat needs a process beating for each trial, here a job's, and an RDB storage
-  opened with a heartbeat interval: not done. The retry copies the system attrs too: successive halving and
-  hyperband then count a rung value of the dead trial twice, its own and its retry's.)
+  are left alone: their heartbeat tells when their worker died (cifar_lit.hydra_ext.optuna_workers). (The retry
+  copies the system attrs too: successive halving and hyperband then count a rung value of the dead trial twice,
+  its own and its retry's.)
 * a retried trial is launched with its dead trial's job number, so Hydra gives it the same job folder
   (cifar_lit.hydra_ext.job_name), where the job resumes from its ``checkpoints/last.ckpt`` or returns the metrics
   its run.json records (cifar_lit.hydra_ext.job_resume); new trials take the numbers after the folder's last job.

@@ -12,6 +12,7 @@ import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep, Override, Transformer
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
 
 from cifar_lit.hydra_ext.optuna_resume import retried
 
@@ -71,15 +72,16 @@ def grid_of(space: dict[str, BaseDistribution]) -> dict[str, list[Any]]:
 
 
 def remaining_cells(study: optuna.Study, space: dict[str, BaseDistribution]) -> int:
-    """The cells of the grid ``space`` that no finished trial of ``study`` has run (a failed trial that is being
-    retried does not count: cifar_lit.hydra_ext.optuna_resume)."""
+    """The cells of the grid ``space`` that no trial of ``study`` has run or is running (another worker's:
+    cifar_lit.hydra_ext.optuna_workers); a failed trial that is being retried does not count (its retry, WAITING
+    until asked, will run the cell: cifar_lit.hydra_ext.optuna_resume)."""
     grid_size = math.prod(len(dist.choices) for dist in space.values())
     trials = study.get_trials(deepcopy=False)
     again = retried(trials)
     done = {
         tuple(trial.params[name] for name in space)
         for trial in trials
-        if trial.state.is_finished()
+        if (trial.state.is_finished() or trial.state == TrialState.RUNNING)
         and trial.number not in again
         and set(trial.params) == set(space)
         and all(trial.params[name] in dist.choices for name, dist in space.items())

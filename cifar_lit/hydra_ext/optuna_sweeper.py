@@ -18,7 +18,8 @@ study, so they prune the trials that are worse that way.
 
 A storage given through $CIFAR_LIT_OPTUNA_STORAGE (the configs' default when set) reaches the jobs as
 ``${oc.env:CIFAR_LIT_OPTUNA_STORAGE}``, read by each job from its environment: its value, an RDB URL's password
-included, is then in no override, no ``.hydra/`` file and no run.json (cifar_lit.reporting.secrets).
+included, is then in no override, no ``.hydra/`` file and no run.json (cifar_lit.reporting.secrets). Several searches
+(workers) may share one study in an RDB storage: cifar_lit.hydra_ext.optuna_workers.
 """
 
 from __future__ import annotations
@@ -40,10 +41,12 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from cifar_lit.errors import PRUNED_FILE
+from cifar_lit.hydra_ext import optuna_workers as workers
 from cifar_lit.hydra_ext.job_name import TRIAL_CALLBACK
 from cifar_lit.hydra_ext.optuna_resume import JobNumbers, finished_jobs, retry_dead_trials
 from cifar_lit.hydra_ext.optuna_sampler import check_sampler
 from cifar_lit.hydra_ext.optuna_space import grid_of, remaining_cells, search_space
+from cifar_lit.hydra_ext.optuna_workers import open_storage, study_lock
 from cifar_lit.reporting.secrets import STORAGE_ENV, STORAGE_FROM_ENV, mask_secrets
 from cifar_lit.training.monitor import DIRECTIONS, monitor_mode
 
@@ -64,28 +67,6 @@ def plain_config(node: Any) -> dict[str, Any]:
     """A sampler's or pruner's node as a plain dict, its interpolations (``seed: ${seed}``) resolved in the sweep's
     config: Hydra 1.4 hands the plugin its config nodes unresolved, 1.3 plain values."""
     return OmegaConf.to_container(node if OmegaConf.is_config(node) else OmegaConf.create(node), resolve=True)
-
-
-def open_storage(storage: str) -> Any:
-    """An RDB URL (``sqlite:///...``, ``postgresql://...``) as it is; a file path: a JournalStorage in that file
-    (no database server or SQLAlchemy needed; safe for jobs in several processes writing at once)."""
-    if storage.startswith("sqlite:///"):  # SQLite creates the file, not the folder it goes in
-        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    if "://" in storage:
-        return storage
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    Path(storage).parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(storage))
-
-
-def previous_trials(study_name: str, storage: Any) -> int:
-    """How many trials the study already has in the storage (0: a new study)."""
-    try:
-        return len(optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False))
-    except KeyError:
-        return 0
 
 
 def quoted(value: str) -> str:
@@ -115,9 +96,13 @@ class OptunaSearch:
         pruner: Any,
         params: dict[str, str],
         max_failure_rate: float = 1.0,
+        n_trials_of: str = "folder",
+        heartbeat_interval: int | None = None,
+        grace_period: int | None = None,
     ) -> None:
         self.direction, self.study_name, self.storage = direction, study_name, storage
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
+        self.n_trials_of, self.heartbeat_interval, self.grace_period = n_trials_of, heartbeat_interval, grace_period
         self.sampler_cfg, self.pruner_cfg = sampler, pruner
         self.params = dict(params or {})
         self.launcher: Launcher | None = None
@@ -169,24 +154,28 @@ class OptunaSearch:
     def create_study(self, space: dict[str, BaseDistribution]) -> optuna.Study:
         sampler_cfg = self.sampler_config()
         extra = {"search_space": grid_of(space)} if self.is_grid() else {}
-        storage = open_storage(self.storage)
-        earlier = previous_trials(self.study_name, storage)
-        # A resumed search: the random draws (RandomSampler, TPE's startup trials) come from the seed, not from the
-        # stored trials, and would repeat the first search's. Not the grid's: its seed is the order of its cells
-        # (trial n runs cell n), which must stay that of the trials stored.
-        if earlier and sampler_cfg.get("seed") is not None and not self.is_grid():
-            sampler_cfg["seed"] += earlier
-        sampler = instantiate(sampler_cfg, **extra) if sampler_cfg else None
-        pruner = instantiate(self.pruner_config())
         direction = self.study_direction()
-        study = optuna.create_study(
-            study_name=self.study_name,
-            storage=storage,
-            sampler=sampler,
-            pruner=pruner,
-            direction=direction,
-            load_if_exists=True,
-        )
+        with study_lock(self.storage, self.study_name):  # workers starting together: one creates tables and study
+            storage = open_storage(self.storage, self.heartbeat_interval, self.grace_period)
+            earlier = workers.previous_trials(self.study_name, storage)
+            # A resumed search: the random draws (RandomSampler, TPE's startup trials) come from the seed, not from
+            # the stored trials, and would repeat the first search's; a worker's differ from the others' (its
+            # folder). Not the grid's: its seed is the order of its cells (trial n runs cell n), which must stay that
+            # of the trials stored.
+            if sampler_cfg.get("seed") is not None and not self.is_grid():
+                sampler_cfg["seed"] += earlier
+                if self.n_trials_of == "study":
+                    sampler_cfg["seed"] = workers.worker_seed(sampler_cfg["seed"], self.config.hydra.sweep.dir)
+            sampler = instantiate(sampler_cfg, **extra) if sampler_cfg else None
+            pruner = instantiate(self.pruner_config())
+            study = optuna.create_study(
+                study_name=self.study_name,
+                storage=storage,
+                sampler=sampler,
+                pruner=pruner,
+                direction=direction,
+                load_if_exists=True,
+            )
         if study.direction.name.lower() != direction:  # a resumed study keeps its direction: not the one asked now
             raise ValueError(
                 f"study {self.study_name} in {self.storage} is to {study.direction.name.lower()}, not to {direction}"
@@ -218,6 +207,8 @@ class OptunaSearch:
                 raise ValueError("nothing to search: set hydra.sweeper.params or sweep, e.g. optimizer.lr=0.01,0.001")
             if self.n_trials is None and not self.is_grid():
                 raise ValueError("hydra.sweeper.n_trials=null (the whole grid) takes the grid sampler only")
+            if self.n_trials_of not in workers.N_TRIALS_OF:
+                raise ValueError(f"hydra.sweeper.n_trials_of must be folder or study, got {self.n_trials_of!r}")
             if not 0 <= self.max_failure_rate <= 1:
                 raise ValueError(f"hydra.sweeper.max_failure_rate must be in [0, 1], got {self.max_failure_rate}")
             check_sampler(self.sampler_config())  # not at the trial that first needs its package
@@ -230,33 +221,42 @@ class OptunaSearch:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         retry_dead_trials(study, sweep_dir)
-        # n_trials: the sweep folder's trials, so a rerun in it runs what is left (optuna_resume)
-        n_trials = self.n_trials if self.n_trials is None else max(0, self.n_trials - finished_jobs(study, sweep_dir))
-        if self.is_grid():  # a resumed grid runs the cells its storage has not finished
-            cells = remaining_cells(study, space)
-            n_trials = cells if n_trials is None else min(n_trials, cells)
-            if not cells:
-                log.info("every cell of the grid has a finished trial in %s: nothing to run", self.shown_storage())
-        shown = self.shown_storage()
-        log.info("Optuna study %s (%s): %d trials over %s", self.study_name, shown, n_trials, list(space))
+        # n_trials_of=folder: the sweep folder's trials, so a rerun in it runs what is left (optuna_resume)
+        self.folder_left = None if self.n_trials is None else max(0, self.n_trials - finished_jobs(study, sweep_dir))
+        if self.is_grid() and not remaining_cells(study, space):  # a resumed grid runs the cells not finished
+            log.info("every cell of the grid has a trial in %s: nothing to run", self.shown_storage())
+        shown, left = self.shown_storage(), self.trials_left(study, space, 0)
+        log.info("Optuna study %s (%s): %d trials over %s", self.study_name, shown, left, list(space))
         returns: list[JobReturn] = []
-        failed, jobs = 0, JobNumbers(study, sweep_dir)
-        while len(returns) < n_trials:
-            trials = [study.ask(space) for _ in range(min(self.n_jobs, n_trials - len(returns)))]
+        failed, jobs, heartbeats = 0, JobNumbers(study, sweep_dir), workers.Heartbeats(study._storage)
+        while True:
+            with study_lock(study._storage, self.study_name):  # the count and the ask: one step for the workers
+                workers.fail_stale_trials(study)  # a dead worker's trials: failed, their retries queued
+                left = self.trials_left(study, space, len(returns))
+                trials = [study.ask(space) for _ in range(min(self.n_jobs, left))]
+            if not trials:
+                break
             batch = [self.trial_overrides(trial, fixed) for trial in trials]
-            job_returns = jobs.launch(self.launcher, trials, batch)
+            with heartbeats.beating(trials):
+                job_returns = jobs.launch(self.launcher, trials, batch)
             for trial, job_return in zip(trials, job_returns, strict=True):
                 failed += self.tell(study, trial, job_return) == TrialState.FAIL
             returns.extend(job_returns)
-            if failed / len(returns) > self.max_failure_rate and len(returns) < n_trials:
+            if failed / len(returns) > self.max_failure_rate and (left := self.trials_left(study, space, len(returns))):
                 self.write_results(study)
                 self.fail(
                     f"{failed} of the {len(returns)} trials run failed, more than hydra.sweeper.max_failure_rate="
-                    f"{self.max_failure_rate}: the search stopped, {n_trials - len(returns)} trials not run"
+                    f"{self.max_failure_rate}: the search stopped, {left} trials not run"
                 )
         if not self.write_results(study) and failed:  # all pruned is the pruner's verdict, not a failure
             self.fail(f"no trial of study {self.study_name} completed: {failed} of {len(returns)} failed")
         return returns
+
+    def trials_left(self, study: optuna.Study, space: dict[str, BaseDistribution], launched: int) -> int:
+        """How many trials to ask still, ``launched`` already by this search (optuna_workers.trials_left)."""
+        folder_left = None if self.folder_left is None else self.folder_left - launched
+        grid = space if self.is_grid() else None
+        return workers.trials_left(study, self.n_trials, self.n_trials_of, folder_left, grid)
 
     def fail(self, message: str) -> NoReturn:
         """End the search with exit status 1 and ``message``. Hydra runs the end-of-multirun callbacks (the sweep

@@ -33,6 +33,13 @@ class CifarLitOptunaSweeperConf:
     # stop the search (exit status 1) once more than this fraction of its trials failed; 1.0: never stop early (a
     # failed trial still makes the search exit 1 at its end). Upstream hydra-optuna-sweeper's name and meaning
     max_failure_rate: float = 1.0
+    # what n_trials counts: folder, this sweep folder's trials (a rerun runs what is left; a new folder on an old
+    # storage adds n_trials); study, the study's trials: the total of every worker sharing it (optuna_workers)
+    n_trials_of: str = "folder"
+    # RDB storages: each running trial's heartbeat every heartbeat_interval s (null: none); a trial without one for
+    # grace_period s (null: 2 x interval) is failed and retried by the next search to ask (its worker died)
+    heartbeat_interval: int | None = 60
+    grace_period: int | None = None
     # _target_ configs, chosen in conf/'s groups hydra/sweeper/optuna_sampler (tpe, random, grid, cmaes) and
     # hydra/sweeper/optuna_pruner (none, median, successive_halving, hyperband)
     sampler: Any = None
