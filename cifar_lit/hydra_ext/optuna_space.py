@@ -11,6 +11,7 @@ from typing import Any
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep, Override, Transformer
+from omegaconf import OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
@@ -87,3 +88,14 @@ def remaining_cells(study: optuna.Study, space: dict[str, BaseDistribution]) -> 
         and all(trial.params[name] in dist.choices for name, dist in space.items())
     }
     return grid_size - len(done)
+
+
+def pruner_config(pruner: Any) -> dict[str, Any]:
+    """``hydra.sweeper.pruner`` as a plain dict to instantiate; no pruner: Optuna's NopPruner."""
+    return plain_config(pruner) if pruner else {"_target_": "optuna.pruners.NopPruner"}
+
+
+def plain_config(node: Any) -> dict[str, Any]:
+    """A sampler's or pruner's node as a plain dict, its interpolations (``seed: ${seed}``) resolved in the sweep's
+    config: Hydra 1.4 hands the plugin its config nodes unresolved, 1.3 plain values."""
+    return OmegaConf.to_container(node if OmegaConf.is_config(node) else OmegaConf.create(node), resolve=True)

@@ -45,7 +45,7 @@ from cifar_lit.hydra_ext import optuna_workers as workers
 from cifar_lit.hydra_ext.job_name import TRIAL_CALLBACK
 from cifar_lit.hydra_ext.optuna_resume import JobNumbers, finished_jobs, retry_dead_trials
 from cifar_lit.hydra_ext.optuna_sampler import check_sampler
-from cifar_lit.hydra_ext.optuna_space import grid_of, remaining_cells, search_space
+from cifar_lit.hydra_ext.optuna_space import grid_of, plain_config, pruner_config, remaining_cells, search_space
 from cifar_lit.hydra_ext.optuna_workers import open_storage, study_lock
 from cifar_lit.reporting.secrets import STORAGE_ENV, STORAGE_FROM_ENV, mask_secrets
 from cifar_lit.training.monitor import DIRECTIONS, monitor_mode
@@ -56,17 +56,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PRUNING_CALLBACK = f"+{TRIAL_CALLBACK}"
-
-
-def pruner_config(pruner: Any) -> dict[str, Any]:
-    """``hydra.sweeper.pruner`` as a plain dict to instantiate; no pruner: Optuna's NopPruner."""
-    return plain_config(pruner) if pruner else {"_target_": "optuna.pruners.NopPruner"}
-
-
-def plain_config(node: Any) -> dict[str, Any]:
-    """A sampler's or pruner's node as a plain dict, its interpolations (``seed: ${seed}``) resolved in the sweep's
-    config: Hydra 1.4 hands the plugin its config nodes unresolved, 1.3 plain values."""
-    return OmegaConf.to_container(node if OmegaConf.is_config(node) else OmegaConf.create(node), resolve=True)
 
 
 def quoted(value: str) -> str:
