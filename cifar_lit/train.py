@@ -10,10 +10,12 @@ import signal
 import sys
 
 import lightning as L
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from cifar_lit.callbacks.provenance import RunProvenance
+from cifar_lit.callbacks.slurm_requeue import requeue_on_time_limit
 from cifar_lit.errors import NoResultError
 from cifar_lit.hydra_ext.distributed import check_other_ranks, job_scope
 from cifar_lit.hydra_ext.entry import entry_point
@@ -41,15 +43,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
     set_threads(cfg.get("threads"))
     keep_freed_memory(cfg.get("keep_freed_memory", True))
     cfg.seed = seed_run(cfg.get("seed"))  # seed=null: the drawn seed, for ${seed} (data.seed) and run.json
-    module = build_module(cfg)
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")  # the epoch's batch count, for the check; Lightning's setup then finds it done
-    check_monitor(cfg.get("monitor"), cfg.trainer, datamodule)
+    module = build_module(cfg)  # first after seeding, as always: the same initial weights for the same seed
     callbacks = instantiate_list(cfg.get("callbacks"))
     for callback in callbacks:
         if isinstance(callback, RunProvenance):
             callback.config = cfg  # run.json and the TensorBoard hparams record the whole composed config
             callback.precision_requested = requested_precision
+    with requeue_on_time_limit(callbacks):  # SLURM's warning answered from data preparation to the final test
+        return fit_and_test(cfg, module, callbacks)
+
+
+def fit_and_test(cfg: DictConfig, module: L.LightningModule, callbacks: list[Callback]) -> dict[str, float]:
+    """Prepare the data, fit, test the best checkpoint; returns the final metrics (floats)."""
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")  # the epoch's batch count, for the check; Lightning's setup then finds it done
+    check_monitor(cfg.get("monitor"), cfg.trainer, datamodule)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), callbacks)
     loggers = cfg.get("logger")
     if ckpt_path is not None and ckpt_path != "hpc":

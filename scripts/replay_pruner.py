@@ -33,8 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution
 
 from cifar_lit.hydra_ext.entry import CONFIG_DIR, expose_project_plugins
-from cifar_lit.hydra_ext.optuna_space import grid_of, search_space
-from cifar_lit.hydra_ext.optuna_space import pruner_config
+from cifar_lit.hydra_ext.optuna_space import grid_of, pruner_config, search_space
 from cifar_lit.reporting.sweeps import job_dirs, summarize_job
 
 Cell = tuple  # the values of the grid's keys, in the grid's key order

@@ -90,6 +90,69 @@ def test_a_sweep_runs_each_job_as_a_slurm_job_and_a_failed_job_fails_the_sweep(s
     assert (result.stdout + result.stderr).count("Bypassing sacct error") <= 3  # one warning, on its 3 handlers
 
 
+def tiny_training(synthetic_root, tmp_path) -> list[str]:
+    """One epoch of the tiny network on the synthetic images, no test: a job that runs in seconds."""
+    return [
+        *synthetic_overrides(synthetic_root, tmp_path / "cache"),
+        f"model.blocks={TINY_BLOCKS}",
+        "trainer.max_epochs=1",
+        "test=false",
+        "~callbacks.progress_bar",
+    ]
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_accelerator_auto_on_a_partition_without_gpus_submits_jobs_that_ask_for_none(synthetic_root, tmp_path):
+    """The default trainer (accelerator auto) on a CPU-only partition: sinfo says it has no GPUs, so sbatch gets
+    no --gpus-per-node (it would refuse the gres) and the job runs on the CPU."""
+    sweep = tmp_path / "sweep"
+    overrides = [*tiny_training(synthetic_root, tmp_path), "trainer.accelerator=auto", "optimizer.lr=0.01"]
+    result = run_cli("train", "-m", *launcher_overrides(), *overrides, f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--gpus" not in "".join(p.read_text() for p in sweep.glob(".submitit/*/*_submission.sh"))
+    assert [row["status"] for row in read_csv(sweep / "summary.csv")] == ["ok"]
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize(
+    ("override", "setting"),
+    [
+        ("hydra.launcher.partition=nosuch", "hydra.launcher.partition"),
+        ("trainer.accelerator=gpu", "hydra.launcher.gpus_per_node"),  # a GPU trainer on a cluster without GPUs
+    ],
+)
+def test_a_submission_sbatch_refuses_ends_in_one_line_naming_the_setting(override, setting, synthetic_root, tmp_path):
+    """Before: submitit's thirty-line traceback ending in sbatch's words, which name no setting."""
+    sweep = tmp_path / "sweep"
+    overrides = [*tiny_training(synthetic_root, tmp_path), override]
+    result = run_cli("train", "-m", *launcher_overrides(), *overrides, f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()  # sbatch's own error lines (printed by submitit), then ours
+    assert lines[-1].startswith("error: sbatch refused") and setting in lines[-1], result.stderr[-3000:]
+    assert sum(line.startswith("error: ") for line in lines) == 1, result.stderr[-3000:]
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_two_trainings_in_one_allocation_get_a_run_folder_each(synthetic_root, tmp_path):
+    """salloc, then two trainings in its shell (a plain command, then an srun step): both used to be named by the
+    job id alone, one folder, the second overwriting the first's last.ckpt. The second gets <job id>-2_train."""
+    logs = tmp_path / "logs"
+    train = shlex.join(cli_command("train", *tiny_training(synthetic_root, tmp_path), f"paths.log_dir={logs}"))
+    salloc = ["salloc", "-N1", "-n1", "--cpus-per-task=1", "bash", "-c", f"{train} && srun {train}"]
+    result = subprocess.run(salloc, cwd=ROOT, env=CLI_ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    job = re.search(r"Granted job allocation (\d+)", result.stderr).group(1)
+    run_dirs = {p.name: p for p in (logs / "runs").iterdir()}
+    assert set(run_dirs) == {f"{job}_train", f"{job}-2_train"}
+    for run_dir in run_dirs.values():
+        record = json.loads((run_dir / RUN_FILE).read_text())
+        assert record["status"] == "finished" and record["slurm_job_id"] == job
+        assert checkpoint_epoch(run_dir / "checkpoints" / "last.ckpt") == 0
+
+
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_ddp_across_two_srun_tasks_trains_in_the_jobs_run_folder_with_the_exact_synced_accuracy(

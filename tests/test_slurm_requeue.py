@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from cifar_lit.callbacks.slurm_requeue import SlurmRequeue
-from tests.conftest import CLI_ENV, ROOT, cli_command, resume_overrides
+from tests.conftest import CLI_ENV, ROOT, TINY_BLOCKS, cli_command, resume_overrides, run_cli, synthetic_overrides
 from tests.interrupt_helper import InterruptAtStep
 
 SLURM_ENV = {"SLURM_JOB_ID": "424242", "SLURM_PROCID": "0"}
@@ -68,3 +68,42 @@ def test_a_run_warned_by_slurm_without_scontrol_goes_on_and_saves_at_the_sigterm
     assert "Traceback" not in output, output[-3000:]
     assert "SIGUSR1: scontrol is not on PATH" in output, output[-3000:]
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+
+
+@pytest.mark.slow
+def test_the_warning_during_the_final_test_does_not_kill_the_run(synthetic_root, tmp_path):
+    """The handler is there for the whole run, not only while fitting: SIGUSR1 during the final test (whose default
+    action ends the process) logs the warning and the run finishes with its test metrics."""
+    overrides = [
+        *synthetic_overrides(synthetic_root, tmp_path / "cache"),
+        f"model.blocks={TINY_BLOCKS}",
+        "trainer.max_epochs=1",
+        "test=true",
+        "~callbacks.progress_bar",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        *signal_at("warn_at", 0, "sigusr1_in_test"),
+    ]
+    env = {**CLI_ENV, **SLURM_ENV, "PATH": str(bin_dir(tmp_path / "bin"))}
+    result = run_cli("train", *overrides, env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "SIGUSR1: scontrol is not on PATH" in output and "test/acc" in output, output[-3000:]
+
+
+def test_a_job_requeued_before_it_saved_anything_starts_from_the_beginning(monkeypatch, tmp_path, caplog):
+    """The warning during data preparation requeues the job; the SIGTERM that follows finds nothing to save, so the
+    requeued job's ckpt_path=last (${SLURM_RESTART_COUNT:+ckpt_path=last}) has no last.ckpt: it starts over with a
+    warning instead of failing. Outside a requeued job a missing last.ckpt is still an error."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from cifar_lit.errors import CheckpointError
+    from cifar_lit.training.resume import resolve_ckpt_path
+
+    callbacks = [ModelCheckpoint(dirpath=tmp_path / "checkpoints", filename="last", monitor=None)]
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    with pytest.raises(CheckpointError, match="there is no"):
+        resolve_ckpt_path("last", callbacks)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    with caplog.at_level(logging.WARNING):
+        assert resolve_ckpt_path("last", callbacks) is None
+    assert "starting from the beginning" in caplog.text

@@ -62,15 +62,19 @@ def missing_extra(args: Sequence[str]) -> str | None:
     return None
 
 
-PROJECT_PLUGINS = ("hydra_plugins.cifar_lit_optuna_sweeper", "hydra_plugins.cifar_lit_packed_launcher")
+PROJECT_PLUGINS = (
+    "hydra_plugins.cifar_lit_optuna_sweeper",
+    "hydra_plugins.cifar_lit_packed_launcher",
+    "hydra_plugins.cifar_lit_slurm_launcher",
+)
 
 
 def expose_project_plugins() -> None:
     """Lets Hydra's plugin scan find the project's own plugins (``PROJECT_PLUGINS``: the Optuna sweeper, the packed
-    launcher) under an editable install. The scan lists the folders of the ``hydra_plugins`` namespace (pkgutil
-    over its ``__path__``); ``pip install -e`` reaches the plugins through an import hook the scan cannot list, so
-    ``hparams_search=optuna`` worked only from the checkout's root, which ``python -m`` puts on sys.path. A wheel
-    installs a real folder."""
+    and SLURM launchers) under an editable install. The scan lists the folders of the ``hydra_plugins`` namespace
+    (pkgutil over its ``__path__``); ``pip install -e`` reaches the plugins through an import hook the scan cannot
+    list, so ``hparams_search=optuna`` worked only from the checkout's root, which ``python -m`` puts on sys.path. A
+    wheel installs a real folder."""
     for plugin in PROJECT_PLUGINS:
         try:
             spec = importlib.util.find_spec(plugin)

@@ -1,7 +1,8 @@
 """What makes a stopped run resumable from the command line:
 
 * ``ckpt_path=last`` is resolved to the run's ``checkpoints/last.ckpt`` up front, so a missing one is an error
-  naming the folder (Lightning only warns and silently starts from scratch).
+  naming the folder (Lightning only warns and silently starts from scratch), except in a requeued SLURM job: one
+  requeued before it saved anything starts from the beginning, with a warning.
 * ``logger_step`` is the logging step (the epoch, or hundredths of one) a fit resumed from a checkpoint starts at;
   the TensorBoard writer of a resumed run is told to hide events the stopped run logged from it on
   (``purge_step``), so each epoch (each validation) keeps exactly one value.
@@ -15,6 +16,8 @@ the ``ResidentLoader``'s own state, which Lightning saves and restores.
 from __future__ import annotations
 
 import copy
+import logging
+import os
 import shlex
 from pathlib import Path
 
@@ -27,6 +30,8 @@ from cifar_lit.hydra_ext.runner import task_overrides
 from cifar_lit.reporting.secrets import mask_secrets
 from cifar_lit.training.checkpoint import existing_file, read_checkpoint
 from cifar_lit.training.epoch_logger import EPOCHS_DONE
+
+log = logging.getLogger(__name__)
 
 
 def writes_last(callback: ModelCheckpoint) -> bool:
@@ -47,6 +52,11 @@ def resolve_ckpt_path(ckpt_path: str | None, callbacks: list[Callback]) -> str |
         if not savers:
             raise CheckpointError("ckpt_path=last needs the model_checkpoint callback (callbacks=default)")
         path = last_checkpoint(savers[0])
+        if not path.is_file() and int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
+            # requeued by the time-limit warning (or pre-empted) before anything was saved, e.g. while preparing
+            # the data: the job script's ${SLURM_RESTART_COUNT:+ckpt_path=last} has nothing to resume
+            log.warning("ckpt_path=last: requeued SLURM job without %s: starting from the beginning", path)
+            return None
         if not path.is_file():
             raise CheckpointError(
                 f"ckpt_path=last: there is no {str(path)!r}. Resume a run with the same overrides plus "
