@@ -83,7 +83,11 @@ def fit_and_test(cfg: DictConfig, module: L.LightningModule, callbacks: list[Cal
             log.warning("no best checkpoint was saved; testing the current weights")
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-    check_other_ranks(trainer)  # DDP: a rank that fails after this one has finished fails the run too
+    # DDP: no rank leaves before every rank is here (rank 0 may still be drawing the test's figures, and Lightning's
+    # watcher kills rank 0 when another rank exits with an error first); then a rank that fails on its way out fails
+    # the run too
+    trainer.strategy.barrier("end of run")
+    check_other_ranks(trainer)
     return metrics
 
 

@@ -52,3 +52,16 @@ def test_the_sweep_config_names_its_jobs_by_the_swept_keys(tmp_path):
     cfg = compose_train(["experiment=smoke", "optimizer.lr=0.01", exclude, f"hydra.sweep.dir={tmp_path}"])
     cfg.hydra.job.num = 2
     assert cfg.hydra.sweep.subdir == "2_lr=0.01"
+
+
+def test_a_key_fixed_then_swept_on_one_command_line_is_named(tmp_path):
+    """``data.batch_size=32 ... data.batch_size=8,16``: the later sweep wins, so the key is in the jobs' names."""
+    from omegaconf import read_write
+
+    from cifar_lit.hydra_ext.job_name import EXCLUDE_KEYS, SweptKeysOnly
+
+    cfg = compose_train(["data.batch_size=32", "optimizer.lr=0.1"], output_dir=tmp_path)
+    with read_write(cfg.hydra.overrides):
+        cfg.hydra.overrides.task = ["data.batch_size=32", "optimizer.lr=0.1", "data.batch_size=8,16"]
+    SweptKeysOnly().on_multirun_start(cfg)
+    assert cfg.hydra.overrides.hydra[-1] == f"{EXCLUDE_KEYS}=['optimizer.lr']"

@@ -153,7 +153,7 @@ def test_pruned_grid_runs_every_cell_of_the_plain_sweep_and_stops_the_bad_ones_e
     storage = f"hydra.sweeper.storage={sweep / 'optuna.journal'}"
     again = run_cli("train", *overrides, storage, f"hydra.sweep.dir={tmp_path / 'again'}")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "every cell of the grid has a finished trial" in again.stdout + again.stderr
+    assert "every cell of the grid has a trial" in again.stdout + again.stderr
     assert len(load_optuna_study(sweep).trials) == 4
 
     # the plain sweep of the same cells, replayed through the same pruner (scripts/replay_pruner.py, which

@@ -100,7 +100,8 @@ class SweptKeysOnly(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         command = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
         excluded = list(OmegaConf.select(config, EXCLUDE_KEYS) or [])
-        excluded += [o.key_or_group for o in command if not o.is_sweep_override() and o.key_or_group not in excluded]
+        swept = {o.key_or_group for o in command if o.is_sweep_override()}  # also fixed earlier: the sweep wins
+        excluded += [o.key_or_group for o in command if o.key_or_group not in swept | set(excluded)]
         if excluded:
             listed = ",".join(f"'{key}'" for key in excluded)
             with read_write(config.hydra.overrides):  # read-only from Hydra 1.4 on
