@@ -149,6 +149,14 @@ def test_a_grid_killed_between_jobs_mid_epoch_and_mid_checkpoint_write_ends_as_a
     assert [record(job_folder(sweep, n))["status"] for n in range(6)] == ["finished"] * 6
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == [f"{n}_{c}" for n, c in enumerate(CHAOS_CELLS)]
     assert summary(sweep) == summary(whole)
+    # nothing the kills left behind: no half-written file, no second best checkpoint (epoch_001-v1.ckpt)
+    assert {n: checkpoint_files(job) for n, job in job_folders(sweep).items()} == {
+        n: checkpoint_files(job) for n, job in job_folders(whole).items()
+    }
+
+
+def checkpoint_files(job: Path) -> list[str]:
+    return sorted(p.name for p in (job / "checkpoints").iterdir())
 
 
 def test_a_sweep_begun_with_numbered_job_folders_resumes_in_them(synthetic_root, tmp_path):
