@@ -15,6 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from tests.conftest import (
     SMALL_BLOCKS,
+    checkpoint_epoch,
     cli_command,
     job_folder,
     job_folders,
@@ -80,6 +81,82 @@ def test_a_grid_killed_mid_job_and_rerun_ends_as_an_uninterrupted_one(synthetic_
     assert record(job_folder(sweep, 2))["status"] == "finished"
     assert sorted(p.name for p in job_folders(sweep).values()) == [f"{n}_lr={lr}" for n, lr in enumerate(LRS)]
     assert summary(sweep) == summary(whole)
+
+
+CHAOS_CELLS = [f"lr={lr},batch_size={batch}" for lr in LRS for batch in (8, 16)]  # the grid's order
+
+
+def chaos_args(synthetic_root: Path, tmp_path: Path, sweep: Path) -> list[str]:
+    """The 3x2 grid (learning rate x batch size: 38 or 19 steps an epoch), its process killable through a fuse file
+    (tests/chaos_helper.py) that the test lays before a run; the same command every run."""
+    fixed = [arg for arg in grid_args(synthetic_root, tmp_path, sweep)[:-2] if not arg.startswith("data.batch_size=")]
+    return [
+        *fixed,
+        "test=false",
+        GRID,
+        "data.batch_size=8,16",
+        "+callbacks.chaos._target_=tests.chaos_helper.KillFromFuse",
+        f"+callbacks.chaos.fuse={tmp_path / 'fuse'}",
+        f"hydra.sweep.dir={sweep}",
+    ]
+
+
+def killed(result) -> bool:  # noqa: ANN001  (a CompletedProcess)
+    return result.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_grid_killed_between_jobs_mid_epoch_and_mid_checkpoint_write_ends_as_an_uninterrupted_one(
+    synthetic_root, tmp_path
+):
+    """Issue 32's chaos test: the 3x2 grid is SIGKILLed between two jobs, in a job's second epoch, and while a job
+    writes its last.ckpt, the same command rerun after each; it ends with one folder per cell and the summary of an
+    uninterrupted sweep, metric for metric."""
+    whole = tmp_path / "whole"
+    result = run_cli("train", *chaos_args(synthetic_root, tmp_path, whole))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    sweep = tmp_path / "killed"
+    args, fuse = chaos_args(synthetic_root, tmp_path, sweep), tmp_path / "fuse"
+
+    def between_jobs() -> bool:  # job 0 done and recorded, job 1's folder made: it has not begun training
+        jobs = job_folders(sweep) if sweep.is_dir() else {}
+        return 1 in jobs and (jobs[0] / "run.json").is_file() and record(jobs[0])["status"] == "finished"
+
+    process = start_cli(cli_command("train", *args), start_new_session=True)
+    try:
+        wait_for(between_jobs, "job 1's folder after job 0 finished", timeout=300, process=process)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert not (job_folder(sweep, 1) / "checkpoints" / "last.ckpt").exists()
+
+    fuse.write_text(json.dumps({"job": 2, "step": 50}))  # job 2 (batch size 8): 38 steps an epoch
+    result = run_cli("train", *args)
+    assert killed(result) and not fuse.exists(), result.stderr[-3000:]
+    assert record(job_folder(sweep, 1))["status"] == "finished" and 3 not in job_folders(sweep)
+    assert checkpoint_epoch(job_folder(sweep, 2) / "checkpoints" / "last.ckpt") == 0
+
+    fuse.write_text(json.dumps({"job": 3, "epoch": 1, "file": "last.ckpt"}))  # half of it written, then killed
+    result = run_cli("train", *args)
+    assert killed(result) and not fuse.exists(), result.stderr[-3000:]
+    assert record(job_folder(sweep, 2))["status"] == "finished" and 4 not in job_folders(sweep)
+
+    result = run_cli("train", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert all("resumed_at" in record(job_folder(sweep, n)) for n in (2, 3))  # each from its own last.ckpt
+    assert [record(job_folder(sweep, n))["status"] for n in range(6)] == ["finished"] * 6
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == [f"{n}_{c}" for n, c in enumerate(CHAOS_CELLS)]
+    assert summary(sweep) == summary(whole)
+    # nothing the kills left behind: no half-written file, no second best checkpoint (epoch_001-v1.ckpt)
+    assert {n: checkpoint_files(job) for n, job in job_folders(sweep).items()} == {
+        n: checkpoint_files(job) for n, job in job_folders(whole).items()
+    }
+
+
+def checkpoint_files(job: Path) -> list[str]:
+    return sorted(p.name for p in (job / "checkpoints").iterdir())
 
 
 def test_a_sweep_begun_with_numbered_job_folders_resumes_in_them(synthetic_root, tmp_path):

@@ -90,13 +90,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Lightning's own ``TorchCheckpointIO`` (2.6) writes through an fsspec transaction whose temporary file lives in
     ``$TMPDIR``: when that is another file system, the final move is a copy into the target path (a kill then
     leaves half a ``last.ckpt``), and nothing is fsynced. Remote paths (``s3://``...) keep Lightning's behaviour.
+    The temporary file of a process killed mid-save stays behind; the first save into that folder (the resumed or
+    rerun job's) removes it.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.swept: set[Path] = set()  # folders already cleared of dead processes' temporary files
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
             return super().save_checkpoint(checkpoint, path, storage_options)
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent not in self.swept:  # this process's own are always removed: any there now is a dead one's
+            for stale in target.parent.glob(f"{PARTIAL_PREFIX}*.tmp"):
+                stale.unlink(missing_ok=True)
+            self.swept.add(target.parent)
         handle, partial = tempfile.mkstemp(dir=target.parent, prefix=PARTIAL_PREFIX, suffix=".tmp")
         try:
             with os.fdopen(handle, "wb") as f:
