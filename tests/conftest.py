@@ -272,6 +272,18 @@ def wait_for(
         time.sleep(0.1)
 
 
+def crash_when(args: list[str], condition: Callable[[], bool], what: str, env: dict[str, str] | None = None) -> None:
+    """``python -m cifar_lit.train <args>`` started in its own process group and, once ``condition`` holds, killed
+    with all it started by SIGKILL: a crash, in which nothing gets to save or clean up."""
+    process = start_cli(cli_command("train", *args), env=env or CLI_ENV, start_new_session=True)
+    try:
+        wait_for(condition, what, timeout=300, process=process)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+
+
 def load_script(name: str) -> Any:
     """``scripts/<name>.py`` as a module (registered under ``name``: a process pool pickles its functions by it)."""
     spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")

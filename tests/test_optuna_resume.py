@@ -5,8 +5,6 @@ own job folder from its own last.ckpt, and the search ends as an uninterrupted o
 from __future__ import annotations
 
 import json
-import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -14,15 +12,13 @@ import pytest
 from tests.conftest import (
     SMALL_BLOCKS,
     TINY_BLOCKS,
-    cli_command,
+    crash_when,
     job_folder,
     job_folders,
     load_optuna_study,
     read_csv,
     run_cli,
-    start_cli,
     synthetic_overrides,
-    wait_for,
 )
 
 CELLS = [(0.001, 32), (0.001, 64), (0.01, 32), (0.01, 64)]
@@ -119,13 +115,7 @@ def test_a_pruned_grid_killed_mid_trial_and_rerun_ends_as_an_uninterrupted_one(s
 
     sweep = tmp_path / "killed"
     args = killed_grid_args(synthetic_root, tmp_path, sweep)
-    process = start_cli(cli_command("train", *args), start_new_session=True)
-    try:
-        wait_for(lambda: job_1_saved(sweep), "job 1's first checkpoint", timeout=300, process=process)
-        os.killpg(process.pid, signal.SIGKILL)  # a crash: the trial stays RUNNING in the journal
-        process.wait(timeout=60)
-    finally:
-        process.kill()
+    crash_when(args, lambda: job_1_saved(sweep), "job 1's first checkpoint")  # its trial stays RUNNING
     assert record(job_folder(sweep, 1))["status"] != "finished" and 2 not in job_folders(sweep)
     assert [t.state.name for t in load_optuna_study(sweep).trials] == ["COMPLETE", "RUNNING"]
     first_job = record(job_folder(sweep, 0))
@@ -154,13 +144,7 @@ def test_a_tpe_search_killed_mid_trial_and_rerun_runs_its_n_trials(synthetic_roo
     search = ["hparams_search=optuna", "hydra.sweeper.n_trials=4", "optimizer.lr=tag(log,interval(0.001,0.01))"]
     fixed = ["optimizer.weight_decay=0", "model.num_branches=1", "model.classifier.dropout=0"]
     args = search_args(synthetic_root, tmp_path, sweep, *search, *fixed, f"model.blocks={SMALL_BLOCKS}")
-    process = start_cli(cli_command("train", *args), start_new_session=True)
-    try:
-        wait_for(lambda: job_1_saved(sweep), "job 1's first checkpoint", timeout=300, process=process)
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=60)
-    finally:
-        process.kill()
+    crash_when(args, lambda: job_1_saved(sweep), "job 1's first checkpoint")
     result = run_cli("train", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     trials = load_optuna_study(sweep).trials

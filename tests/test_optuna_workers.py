@@ -6,7 +6,6 @@ $CIFAR_LIT_OPTUNA_STORAGE (its password in no file of theirs); each test has a s
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import uuid
 from pathlib import Path
@@ -18,11 +17,11 @@ from tests.conftest import (
     ROOT,
     TINY_BLOCKS,
     cli_command,
+    crash_when,
     files_containing,
     job_folders,
     start_cli,
     synthetic_overrides,
-    wait_for,
 )
 
 URL_ENV = "CIFAR_LIT_TEST_POSTGRES_URL"  # a server of one's own; else scripts/local_postgres.sh's (read as root)
@@ -135,17 +134,8 @@ def test_a_killed_workers_trial_goes_stale_and_the_other_worker_retries_it(postg
     beat = ["hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3", "optimizer.weight_decay=0"]  # 2 cells
     slow = ["trainer.max_epochs=2", "data.batch_size=8"]  # ~36 steps an epoch: the kill lands mid-epoch
     first, second = tmp_path / "worker_a", tmp_path / "worker_b"
-    a = start_cli(
-        cli_command("train", *worker_args(synthetic_root, tmp_path, study, first, *beat, *slow)),
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        wait_for(lambda: job_saved(first), "worker A's first checkpoint", timeout=240, process=a)
-        os.killpg(a.pid, signal.SIGKILL)
-        a.wait(timeout=60)
-    finally:
-        a.kill()
+    a_args = worker_args(synthetic_root, tmp_path, study, first, *beat, *slow)
+    crash_when(a_args, lambda: job_saved(first), "worker A's first checkpoint", env=env)
     assert [t.state.name for t in load_study(postgres_url, study).trials] == ["RUNNING"]
 
     b_args = worker_args(synthetic_root, tmp_path, study, second, *beat, *slow)

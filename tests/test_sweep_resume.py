@@ -5,7 +5,6 @@ summary equals an uninterrupted sweep's cell for cell (the runs are deterministi
 from __future__ import annotations
 
 import json
-import os
 import signal
 from pathlib import Path
 
@@ -16,14 +15,12 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from tests.conftest import (
     SMALL_BLOCKS,
     checkpoint_epoch,
-    cli_command,
+    crash_when,
     job_folder,
     job_folders,
     read_csv,
     run_cli,
-    start_cli,
     synthetic_overrides,
-    wait_for,
 )
 
 LRS = ("0.01", "0.003", "0.001")
@@ -53,34 +50,6 @@ def record(job: Path) -> dict:
 def summary(sweep: Path) -> list[tuple[str, ...]]:
     """The summary's rows without the wall time (the one column that differs between identical runs)."""
     return sorted(tuple(v for k, v in row.items() if k != "wall time (s)") for row in read_csv(sweep / "summary.csv"))
-
-
-@pytest.mark.slow
-def test_a_grid_killed_mid_job_and_rerun_ends_as_an_uninterrupted_one(synthetic_root, tmp_path):
-    whole = tmp_path / "whole"
-    result = run_cli("train", *grid_args(synthetic_root, tmp_path, whole))
-    assert result.returncode == 0, result.stderr[-3000:]
-
-    sweep = tmp_path / "killed"
-    args = grid_args(synthetic_root, tmp_path, sweep)
-    process = start_cli(cli_command("train", *args), start_new_session=True)
-    try:
-        last = sweep / "1_lr=0.003" / "checkpoints" / "last.ckpt"
-        wait_for(last.is_file, "job 1's first checkpoint", timeout=300, process=process)
-        os.killpg(process.pid, signal.SIGKILL)  # a crash: nothing gets to save or clean up
-        process.wait(timeout=60)
-    finally:
-        process.kill()
-    assert record(job_folder(sweep, 0))["status"] == "finished" and 2 not in job_folders(sweep)
-    first_run = record(job_folder(sweep, 0))
-
-    result = run_cli("train", *args)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert record(job_folder(sweep, 0)) == first_run  # not trained again
-    assert "resumed_at" in record(job_folder(sweep, 1))  # from its own last.ckpt
-    assert record(job_folder(sweep, 2))["status"] == "finished"
-    assert sorted(p.name for p in job_folders(sweep).values()) == [f"{n}_lr={lr}" for n, lr in enumerate(LRS)]
-    assert summary(sweep) == summary(whole)
 
 
 CHAOS_CELLS = [f"lr={lr},batch_size={batch}" for lr in LRS for batch in (8, 16)]  # the grid's order
@@ -123,14 +92,9 @@ def test_a_grid_killed_between_jobs_mid_epoch_and_mid_checkpoint_write_ends_as_a
         jobs = job_folders(sweep) if sweep.is_dir() else {}
         return 1 in jobs and (jobs[0] / "run.json").is_file() and record(jobs[0])["status"] == "finished"
 
-    process = start_cli(cli_command("train", *args), start_new_session=True)
-    try:
-        wait_for(between_jobs, "job 1's folder after job 0 finished", timeout=300, process=process)
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=60)
-    finally:
-        process.kill()
+    crash_when(args, between_jobs, "job 1's folder after job 0 finished")
     assert not (job_folder(sweep, 1) / "checkpoints" / "last.ckpt").exists()
+    first_run = record(job_folder(sweep, 0))
 
     fuse.write_text(json.dumps({"job": 2, "step": 50}))  # job 2 (batch size 8): 38 steps an epoch
     result = run_cli("train", *args)
@@ -147,6 +111,7 @@ def test_a_grid_killed_between_jobs_mid_epoch_and_mid_checkpoint_write_ends_as_a
     assert result.returncode == 0, result.stderr[-3000:]
     assert all("resumed_at" in record(job_folder(sweep, n)) for n in (2, 3))  # each from its own last.ckpt
     assert [record(job_folder(sweep, n))["status"] for n in range(6)] == ["finished"] * 6
+    assert record(job_folder(sweep, 0)) == first_run  # finished before the first kill: never trained again
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == [f"{n}_{c}" for n, c in enumerate(CHAOS_CELLS)]
     assert summary(sweep) == summary(whole)
     # nothing the kills left behind: no half-written file, no second best checkpoint (epoch_001-v1.ckpt)
