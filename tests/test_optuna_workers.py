@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tests.conftest import (
     crash_when,
     files_containing,
     job_folders,
+    run_cli,
     start_cli,
     synthetic_overrides,
 )
@@ -139,7 +141,8 @@ def test_a_killed_workers_trial_goes_stale_and_the_other_worker_retries_it(postg
     assert [t.state.name for t in load_study(postgres_url, study).trials] == ["RUNNING"]
 
     b_args = worker_args(synthetic_root, tmp_path, study, second, *beat, *slow)
-    b = subprocess.run(cli_command("train", *b_args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    time.sleep(4)  # A's last heartbeat is now past the grace period (3 s): B finds its trial stale when it starts
+    b = run_cli("train", *b_args, env=env)
     assert b.returncode == 0, b.stderr[-3000:]
     trials = load_study(postgres_url, study).trials
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]

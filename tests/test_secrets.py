@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,10 +19,10 @@ from cifar_lit.training.resume import resume_hint
 from tests.conftest import (
     CLI_ENV,
     SMALL_BLOCKS,
-    cli_command,
     compose_train,
     files_containing,
     job_folder,
+    run_cli,
     synthetic_overrides,
 )
 
@@ -119,7 +118,7 @@ def test_a_storage_from_the_environment_reaches_no_file_of_the_sweep(synthetic_r
         f"hydra.sweep.dir={sweep}",
     ]
     env = {**CLI_ENV, STORAGE_ENV: storage}
-    result = subprocess.run(cli_command("train", *overrides), env=env, capture_output=True, text=True, timeout=600)
+    result = run_cli("train", *overrides, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     study = optuna.load_study(study_name="cifar_lit_block_net", storage=storage)
     assert [t.state.name for t in study.trials] == ["COMPLETE"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 import torch
 
 from cifar_lit.callbacks.slurm_requeue import SlurmRequeue
-from tests.conftest import CLI_ENV, ROOT, TINY_BLOCKS, cli_command, resume_overrides, run_cli, synthetic_overrides
+from tests.conftest import CLI_ENV, TINY_BLOCKS, resume_overrides, run_cli, synthetic_overrides
 from tests.interrupt_helper import InterruptAtStep
 
 SLURM_ENV = {"SLURM_JOB_ID": "424242", "SLURM_PROCID": "0"}
@@ -62,7 +61,7 @@ def test_a_run_warned_by_slurm_without_scontrol_goes_on_and_saves_at_the_sigterm
     overrides = resume_overrides(synthetic_root, tmp_path / "cache", run_dir)
     overrides += [*signal_at("warn_at", 3, "sigusr1"), *signal_at("interrupt_at", 6, "sigterm")]
     env = {**CLI_ENV, **SLURM_ENV, "PATH": str(bin_dir(tmp_path / "bin"))}
-    stopped = subprocess.run(cli_command("train", *overrides), cwd=ROOT, env=env, capture_output=True, text=True)
+    stopped = run_cli("train", *overrides, env=env)
     output = stopped.stdout + stopped.stderr
     assert stopped.returncode == 128 + signal.SIGTERM, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
