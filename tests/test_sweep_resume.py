@@ -150,3 +150,20 @@ def test_a_folder_holding_another_jobs_run_is_refused(synthetic_root, tmp_path):
     result = run_cli("train", *args[:-2], "optimizer.lr=0.01", f"hydra.sweep.dir={sweep}")
     assert result.returncode == 1
     assert "holds the run of another job (optimizer.lr=0.5)" in (sweep / "0" / "FAILED.txt").read_text()
+
+
+def test_an_unreadable_last_checkpoint_is_set_aside_and_the_job_starts_again(synthetic_root, tmp_path):
+    """A last.ckpt cut short (a crash while a CheckpointIO without atomic saves wrote it) would fail the job on
+    every rerun: it is kept aside as last.ckpt.unreadable and the job trains from its first epoch."""
+    sweep = tmp_path / "sweep"
+    args = [*grid_args(synthetic_root, tmp_path, sweep)[:-2], "optimizer.lr=0.01", f"hydra.sweep.dir={sweep}"]
+    command = OverridesParser.create().parse_overrides([arg for arg in args[1:] if not arg.startswith("hydra.")])
+    ((overrides,),) = BasicSweeper.split_arguments(command, max_batch_size=None)
+    (sweep / "0" / "checkpoints").mkdir(parents=True)
+    (sweep / "0" / "run.json").write_text(json.dumps({"job_overrides": overrides, "status": "interrupted"}))
+    (sweep / "0" / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04" + b"\0" * 64)  # a zip's start only
+    result = run_cli("train", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "unreadable" in result.stdout + result.stderr
+    assert (sweep / "0" / "checkpoints" / "last.ckpt.unreadable").read_bytes().startswith(b"PK")
+    assert record(sweep / "0")["status"] == "finished" and "resumed_at" not in record(sweep / "0")

@@ -3,7 +3,8 @@ stopped: each job first reads what an earlier run of it left in its folder.
 
 * finished (``run.json`` says so, with the final test when the run tests): the job returns the recorded metrics
   without training again; the sweep summary reads its events as before;
-* interrupted after a checkpoint (``checkpoints/last.ckpt``): the job resumes from it (``ckpt_path=last``), in its
+* interrupted after a checkpoint (``checkpoints/last.ckpt``): the job resumes from it (``ckpt_path=last``; one cut
+  short by a crash is kept aside as ``last.ckpt.unreadable`` and the job starts again), in its
   own folder, as a single run does;
 * failed, or nothing saved: the job runs again from the start (an earlier ``FAILED.txt`` goes).
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +89,15 @@ def resume_sweep_job(cfg: DictConfig) -> dict[str, float] | None:
     if is_finished(record, cfg):
         log.info("job already finished in %s (run.json): its recorded metrics, not trained again", folder)
         return {name: float(value) for name, value in record["metrics"].items()}
-    if cfg.get("ckpt_path") is None and (folder / "checkpoints" / "last.ckpt").is_file():
-        log.info("job interrupted earlier: resuming from %s", folder / "checkpoints" / "last.ckpt")
+    last = folder / "checkpoints" / "last.ckpt"
+    if cfg.get("ckpt_path") is None and last.is_file():
+        if not zipfile.is_zipfile(last):  # torch.save's format; a file cut short lacks the zip's closing directory
+            last.replace(last.with_name(f"{last.name}.unreadable"))
+            log.warning(
+                "%s is unreadable (cut short by a crash?): kept as %s.unreadable; the job starts again", last, last.name
+            )
+            return None
+        log.info("job interrupted earlier: resuming from %s", last)
         with open_dict(cfg):
             cfg.ckpt_path = "last"
     return None
