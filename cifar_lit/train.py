@@ -24,7 +24,7 @@ from cifar_lit.hydra_ext.job_resume import resume_sweep_job
 from cifar_lit.hydra_ext.runner import run_cli
 from cifar_lit.reporting.console import print_config_tree, print_metrics
 from cifar_lit.training.epoch_logger import EpochTensorBoardLogger, epoch_steps
-from cifar_lit.training.monitor import monitor_mode
+from cifar_lit.training.monitor import monitor_mode, objective_names
 from cifar_lit.training.monitor_check import check_monitor
 from cifar_lit.training.precision import resolve_trainer_precision
 from cifar_lit.training.process import keep_freed_memory, seed_run, set_threads
@@ -70,6 +70,7 @@ def fit_and_test(cfg: DictConfig, module: L.LightningModule, callbacks: list[Cal
         print(f"stopped by SIGTERM; to resume: {resume_hint(cfg)}", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics["model/params"] = float(sum(p.numel() for p in module.parameters()))  # an objective to minimise
     if (monitor := cfg.get("monitor")) is not None and f"{monitor}_best" not in metrics:
         # what check_monitor could not foresee (validation on a clock, ranks unknown): no result is a failure, not
         # an "ok" job without a value that a search would tell FAIL and a sweep summary would rank last
@@ -92,13 +93,15 @@ def fit_and_test(cfg: DictConfig, module: L.LightningModule, callbacks: list[Cal
 
 
 @entry_point("train")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float | list[float | None] | None:
     with job_scope():  # in a multirun, DDP's other ranks run this job only (cifar_lit.distributed)
         metrics = run_cli(train, cfg)
     if metrics is None:  # a failed multirun job, recorded in its FAILED.txt
         return None
     print_metrics(metrics)
-    return metrics.get(f"{cfg.monitor}_best")  # a running max or min, as monitor_mode says: what a search optimises
+    # what a search optimises: <monitor>_best (a running max or min, as monitor_mode says), or the objectives
+    values = [metrics.get(name) for name in objective_names(cfg)]
+    return values[0] if len(values) == 1 else values
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ def test_an_optuna_trial_pruned_under_ddp_stops_every_rank(synthetic_root, tmp_p
         "data.batch_size=64",
         "model.classifier.dropout=0",
         "model.num_branches=1",
-        "hydra/sweeper/optuna_pruner=none",
+        "hydra/sweeper/pruner=none",
         "hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,lower:1.01}",
         f"hydra.sweep.dir={sweep}",
     ]

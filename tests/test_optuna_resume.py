@@ -64,7 +64,7 @@ def search_args(synthetic_root: Path, tmp_path: Path, sweep: Path, *search: str)
     return [
         *synthetic_overrides(synthetic_root, tmp_path / "cache"),
         *search,
-        "hydra/sweeper/optuna_pruner=none",
+        "hydra/sweeper/pruner=none",
         "data.batch_size=8",
         "experiment=smoke",
         "trainer.max_epochs=2",

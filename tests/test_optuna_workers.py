@@ -73,7 +73,7 @@ def worker_args(synthetic_root: Path, tmp_path: Path, study: str, sweep: Path, *
     return [
         *synthetic_overrides(synthetic_root, tmp_path / "cache"),
         "hparams_search=pruned_grid",
-        "hydra/sweeper/optuna_pruner=none",
+        "hydra/sweeper/pruner=none",
         "optimizer.lr=0.01,0.003",
         "optimizer.weight_decay=0.05,0",
         "hydra.sweeper.n_trials_of=study",

@@ -110,7 +110,7 @@ def test_a_storage_from_the_environment_reaches_no_file_of_the_sweep(synthetic_r
     overrides = [
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=1",
-        "hydra/sweeper/optuna_pruner=none",
+        "hydra/sweeper/pruner=none",
         "trainer.max_epochs=1",
         "test=false",
         f"model.blocks={SMALL_BLOCKS}",

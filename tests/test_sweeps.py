@@ -11,6 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
+from hydra_plugins.cifar_lit_optuna_sweeper import PRUNERS, SAMPLERS
 from tests.conftest import (
     CLI_ENV,
     SMALL_BLOCKS,
@@ -48,8 +49,10 @@ def test_slurm_launcher_takes_its_tasks_and_nodes_from_the_trainer():
     assert launcher["timeout_min"] >= 60 and launcher["submitit_folder"].startswith(slurm.hydra.sweep.dir)
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "random", "grid", "cmaes"])
-@pytest.mark.parametrize("pruner", ["none", "median", "successive_halving", "hyperband"])
+SAMPLER_AND_PRUNER = [(sampler, "median") for sampler in SAMPLERS] + [("tpe", pruner) for pruner in [*PRUNERS, "none"]]
+
+
+@pytest.mark.parametrize(("sampler", "pruner"), SAMPLER_AND_PRUNER)
 def test_every_optuna_sampler_and_pruner_option_builds_its_study(sampler, pruner, tmp_path):
     """Each option's settings are ones its Optuna class takes: the study is created and a trial drawn from the
     search space (hparams_search=optuna's; choices only for the grid)."""
@@ -58,8 +61,8 @@ def test_every_optuna_sampler_and_pruner_option_builds_its_study(sampler, pruner
 
     overrides = [
         "hparams_search=optuna",
-        f"hydra/sweeper/optuna_sampler={sampler}",
-        f"hydra/sweeper/optuna_pruner={pruner}",
+        f"hydra/sweeper/sampler={sampler}",
+        f"hydra/sweeper/pruner={pruner}",
     ]
     search = optuna_search(compose_train([*overrides, f"hydra.sweep.dir={tmp_path}"], output_dir=tmp_path))
     grid_only = ["optimizer.lr=choice(0.01,0.001)", "model.classifier.dropout=0"] if sampler == "grid" else []
@@ -83,10 +86,10 @@ def test_optuna_sweep_prunes_a_trial_that_does_not_learn(synthetic_root, tmp_pat
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=2",
         "optimizer.lr=choice(0.01,1e-7)",
-        "hydra/sweeper/optuna_sampler=grid",  # each lr once
+        "hydra/sweeper/sampler=grid",  # each lr once
         # prunes, from the second epoch on (steps are epochs trained), a trial whose val/acc is below 0.3 (chance: 0.1;
         # lr=0.01 has 0.6 after one)
-        "hydra/sweeper/optuna_pruner=none",
+        "hydra/sweeper/pruner=none",
         "hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,lower:0.3,n_warmup_steps:2}",
         "trainer.max_epochs=3",
         "data.batch_size=64",  # fixed on the command line: no longer searched
@@ -194,7 +197,7 @@ def test_the_project_sweeper_is_found_from_any_folder(tmp_path):
 
 
 def test_the_whole_grid_needs_the_grid_sampler_and_a_search_needs_a_space(tmp_path):
-    whole_grid_tpe = ["hparams_search=pruned_grid", "hydra/sweeper/optuna_sampler=tpe", "optimizer.lr=0.01,0.001"]
+    whole_grid_tpe = ["hparams_search=pruned_grid", "hydra/sweeper/sampler=tpe", "optimizer.lr=0.01,0.001"]
     result = run_cli("train", *whole_grid_tpe, f"hydra.sweep.dir={tmp_path / 'tpe'}")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
@@ -222,7 +225,7 @@ def test_optuna_trials_on_joblib_workers_are_pruned_through_the_storage_and_a_se
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=2",
         "trainer.max_epochs=2",
-        "hydra/sweeper/optuna_pruner=none",
+        "hydra/sweeper/pruner=none",
         f"model.blocks={TINY_BLOCKS}",
         "test=false",
         *synthetic_overrides(synthetic_root, tmp_path / "cache"),
@@ -316,9 +319,7 @@ def test_max_failure_rate_stops_a_search_whose_trials_fail(synthetic_root, tmp_p
 
 
 def test_a_search_space_the_sampler_cannot_take_is_one_line(tmp_path):
-    result = run_cli(
-        "train", "hparams_search=optuna", "hydra/sweeper/optuna_sampler=grid", f"hydra.sweep.dir={tmp_path}"
-    )
+    result = run_cli("train", "hparams_search=optuna", "hydra/sweeper/sampler=grid", f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 1
     assert (
         result.stderr.strip().splitlines()[-1]

@@ -19,15 +19,24 @@ from cifar_lit.hydra_ext.optuna_resume import retried
 
 
 def distribution(override: Override) -> BaseDistribution:
-    """The Optuna distribution of a sweep override: ``choice(...)`` and ``range(...)`` (Hydra's: stop excluded) are
-    categorical over their values; ``interval(a, b)`` uniform, ``tag(log, interval(a, b))`` log-uniform (int when
-    both ends are)."""
+    """The Optuna distribution of a sweep override. ``choice(...)`` and ``shuffle(range(...))``: categorical over
+    their values. ``range(start, stop, step)``: an ordered int (float when any of them is) distribution over
+    Hydra's values, ``stop`` excluded as in any Hydra sweep (upstream hydra-optuna-sweeper includes it for its
+    samplers but not for its grid: docs/sweeps.md). ``interval(a, b)``: uniform, ``tag(log, interval(a, b))``
+    log-uniform (int when both ends are)."""
     value = override.value()
     if isinstance(value, IntervalSweep):
         log_scale = "log" in value.tags
         if isinstance(value.start, int) and isinstance(value.end, int):
             return IntDistribution(value.start, value.end, log=log_scale)
         return FloatDistribution(float(value.start), float(value.end), log=log_scale)
+    if override.is_range_sweep() and not value.shuffle:
+        values = list(override.sweep_iterator())
+        if not values:
+            raise ValueError(f"{override.input_line}: an empty range")
+        if all(isinstance(v, int) for v in (value.start, value.stop, value.step)):
+            return IntDistribution(values[0], values[-1], step=value.step)
+        return FloatDistribution(float(values[0]), float(values[-1]), step=float(value.step))
     if override.is_choice_sweep() or override.is_range_sweep():
         return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
     raise ValueError(f"{override.input_line}: the Optuna sweeper takes choice, range and interval sweeps")
@@ -47,11 +56,9 @@ def search_space(params: dict[str, str], arguments: list[str]) -> tuple[dict[str
     parser = OverridesParser.create()
     space: dict[str, BaseDistribution] = {}
     keys: dict[str, str] = {}  # a search dimension's name (as the trial's override writes it) -> its config key
-    for name, value in params.items():
-        override = parser.parse_override(f"{name}={value}")
-        space[name], keys[name] = distribution(override), config_key(override)
+    params_lines = [f"{name}={value}" for name, value in params.items()]
     fixed: dict[str, Override] = {}
-    for override in parser.parse_overrides(arguments):
+    for override in parser.parse_overrides(params_lines) + parser.parse_overrides(arguments):
         key = config_key(override)
         for name in [name for name, of in keys.items() if of == key]:
             del space[name], keys[name]
@@ -65,18 +72,27 @@ def search_space(params: dict[str, str], arguments: list[str]) -> tuple[dict[str
     return space, [override.input_line for override in fixed.values()]
 
 
+def grid_values(dist: BaseDistribution) -> list[Any]:
+    """A distribution's values on the grid: a choice's, a range's (``step`` apart, both ends included)."""
+    if isinstance(dist, CategoricalDistribution):
+        return list(dist.choices)
+    if getattr(dist, "step", None) is None:
+        raise ValueError("the grid sampler takes choice and range sweeps only, not interval")
+    count = round((dist.high - dist.low) / dist.step) + 1
+    return [dist.low + i * dist.step for i in range(count)]
+
+
 def grid_of(space: dict[str, BaseDistribution]) -> dict[str, list[Any]]:
     """The grid sampler's search space: each key's values (choice and range sweeps only)."""
-    if not all(isinstance(dist, CategoricalDistribution) for dist in space.values()):
-        raise ValueError("the grid sampler takes choice and range sweeps only, not interval")
-    return {name: list(dist.choices) for name, dist in space.items()}
+    return {name: grid_values(dist) for name, dist in space.items()}
 
 
 def remaining_cells(study: optuna.Study, space: dict[str, BaseDistribution]) -> int:
     """The cells of the grid ``space`` that no trial of ``study`` has run or is running (another worker's:
     cifar_lit.hydra_ext.optuna_workers); a failed trial that is being retried does not count (its retry, WAITING
     until asked, will run the cell: cifar_lit.hydra_ext.optuna_resume)."""
-    grid_size = math.prod(len(dist.choices) for dist in space.values())
+    grid = grid_of(space)
+    grid_size = math.prod(len(values) for values in grid.values())
     trials = study.get_trials(deepcopy=False)
     again = retried(trials)
     done = {
@@ -85,7 +101,7 @@ def remaining_cells(study: optuna.Study, space: dict[str, BaseDistribution]) -> 
         if (trial.state.is_finished() or trial.state == TrialState.RUNNING)
         and trial.number not in again
         and set(trial.params) == set(space)
-        and all(trial.params[name] in dist.choices for name, dist in space.items())
+        and all(trial.params[name] in grid[name] for name in space)
     }
     return grid_size - len(done)
 

@@ -25,30 +25,29 @@ included, is then in no override, no ``.hydra/`` file and no run.json (cifar_lit
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import optuna
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from hydra.utils import instantiate
+from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
-from cifar_lit.errors import PRUNED_FILE
 from cifar_lit.hydra_ext import optuna_workers as workers
 from cifar_lit.hydra_ext.job_name import TRIAL_CALLBACK
+from cifar_lit.hydra_ext.optuna_results import tell, write_results
 from cifar_lit.hydra_ext.optuna_resume import JobNumbers, finished_jobs, retry_dead_trials
 from cifar_lit.hydra_ext.optuna_sampler import check_sampler
 from cifar_lit.hydra_ext.optuna_space import grid_of, plain_config, pruner_config, remaining_cells, search_space
 from cifar_lit.hydra_ext.optuna_workers import open_storage, study_lock
 from cifar_lit.reporting.secrets import STORAGE_ENV, STORAGE_FROM_ENV, mask_secrets
-from cifar_lit.training.monitor import DIRECTIONS, monitor_mode
+from cifar_lit.training.monitor import DIRECTIONS, objective_directions, objective_names
 
 if TYPE_CHECKING:
     from hydra._internal.callbacks import Callbacks
@@ -76,21 +75,23 @@ class OptunaSearch:
 
     def __init__(
         self,
-        direction: str | None,
-        study_name: str,
-        storage: str,
+        direction: str | list[str] | None,
+        study_name: str | None,
+        storage: str | None,
         n_trials: int | None,
         n_jobs: int,
         sampler: Any,
         pruner: Any,
-        params: dict[str, str],
+        params: dict[str, str] | None,
         max_failure_rate: float = 1.0,
+        custom_search_space: str | None = None,
         n_trials_of: str = "folder",
         heartbeat_interval: int | None = None,
         grace_period: int | None = None,
     ) -> None:
         self.direction, self.study_name, self.storage = direction, study_name, storage
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
+        self.custom_search_space = custom_search_space
         self.n_trials_of, self.heartbeat_interval, self.grace_period = n_trials_of, heartbeat_interval, grace_period
         self.sampler_cfg, self.pruner_cfg = sampler, pruner
         self.params = dict(params or {})
@@ -105,26 +106,41 @@ class OptunaSearch:
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
+        self.study_name = self.study_name or config.hydra.job.name  # null: the app's, the same on every rerun
 
     def pruner_config(self) -> dict[str, Any]:
         return pruner_config(self.pruner_cfg)
 
-    def study_direction(self) -> str:
-        """``hydra.sweeper.direction`` when set (it wins, with a warning when it opposes the monitor); null: the
-        direction of the sweep config's monitor. Raises ConfigError (a ValueError) for a monitor of unknown direction:
-        every trial would fail on it."""
-        inferred = DIRECTIONS[monitor_mode(self.config)] if self.config is not None else None
-        direction = self.direction or inferred
-        if direction not in DIRECTIONS.values():
-            raise ValueError(f"hydra.sweeper.direction must be minimize, maximize or null, got {self.direction!r}")
-        if inferred and direction != inferred:
-            log.warning(
-                "hydra.sweeper.direction=%s, although monitor=%s is best to %s",
-                direction,
-                self.config.monitor,
-                inferred,
-            )
-        return direction
+    def is_train_app(self) -> bool:
+        """Whether the jobs are cifar_lit's train (a config with ``monitor`` and ``callbacks``): only they get the
+        callback that reports epochs to the trial, and their objectives' directions can be inferred."""
+        return self.config is not None and "monitor" in self.config and "callbacks" in self.config
+
+    def study_directions(self) -> list[str]:
+        """``hydra.sweeper.direction`` (one or a list) when set: it wins, with a warning when it opposes the
+        objectives' own; null: cifar_lit's objectives' (``<monitor>_best``: the monitor's), upstream's minimize in
+        other apps. Raises ValueError (ConfigError) in one line for a direction or objective it cannot take."""
+        given = [self.direction] if isinstance(self.direction, str) else self.direction
+        inferred, names = None, objective_names(self.config) if self.is_train_app() else None
+        if names:
+            try:
+                inferred = objective_directions(self.config)
+            except ValueError:  # an objective whose name says nothing (model/params): the direction must say it
+                if not given:
+                    raise
+        directions = list(given or inferred or ["minimize"])
+        if not directions or any(d not in DIRECTIONS.values() for d in directions):
+            raise ValueError(f"hydra.sweeper.direction must be minimize, maximize, a list of them or null, got {given}")
+        if names and len(names) != len(directions):
+            raise ValueError(f"hydra.sweeper.direction has {len(directions)} directions for the objectives {names}")
+        if inferred and directions != inferred:
+            log.warning("hydra.sweeper.direction=%s, although %s are best to %s", directions, names, inferred)
+        return directions
+
+    def reports_epochs(self) -> bool:
+        """Whether the jobs report their epochs to their trial (what a pruner decides on): cifar_lit's train, with a
+        storage its jobs can reach (not in memory) and one objective (Optuna prunes single-objective studies only)."""
+        return self.is_train_app() and self.storage is not None and len(self.study_directions()) == 1
 
     def storage_from_env(self) -> bool:
         """Whether the storage is $CIFAR_LIT_OPTUNA_STORAGE's value: the jobs then read the variable themselves."""
@@ -132,21 +148,42 @@ class OptunaSearch:
 
     def shown_storage(self) -> str:
         """The storage as the log shows it: its password masked, and where it came from."""
+        if self.storage is None:
+            return "in memory"
         return mask_secrets(self.storage) + (f" from ${STORAGE_ENV}" if self.storage_from_env() else "")
 
     def sampler_config(self) -> dict[str, Any]:
-        return plain_config(self.sampler_cfg or {})
+        config = plain_config(self.sampler_cfg or {})
+        config.pop("_partial_", None)  # upstream's configs build the grid sampler as a partial; here it is built whole
+        return config
 
     def is_grid(self) -> bool:
         return str((self.sampler_cfg or {}).get("_target_", "")).endswith("GridSampler")
 
+    def check(self, space: dict[str, BaseDistribution]) -> None:
+        """The settings a search cannot start with, each a ValueError in one line."""
+        if not space:
+            raise ValueError("nothing to search: set hydra.sweeper.params or sweep, e.g. optimizer.lr=0.01,0.001")
+        if self.n_trials is None and not self.is_grid():
+            raise ValueError("hydra.sweeper.n_trials=null (the whole grid) takes the grid sampler only")
+        if self.n_trials_of not in workers.N_TRIALS_OF:
+            raise ValueError(f"hydra.sweeper.n_trials_of must be folder or study, got {self.n_trials_of!r}")
+        if not 0 <= self.max_failure_rate <= 1:
+            raise ValueError(f"hydra.sweeper.max_failure_rate must be in [0, 1], got {self.max_failure_rate}")
+        if self.pruner_cfg and not self.reports_epochs():
+            raise ValueError(
+                "hydra.sweeper.pruner needs jobs that report their epochs: cifar_lit's train, one objective and a "
+                "storage (not null); set hydra/sweeper/pruner=none"
+            )
+        check_sampler(self.sampler_config())  # not at the trial that first needs its package
+
     def create_study(self, space: dict[str, BaseDistribution]) -> optuna.Study:
         sampler_cfg = self.sampler_config()
         extra = {"search_space": grid_of(space)} if self.is_grid() else {}
-        direction = self.study_direction()
+        directions = self.study_directions()
         with study_lock(self.storage, self.study_name):  # workers starting together: one creates tables and study
-            storage = open_storage(self.storage, self.heartbeat_interval, self.grace_period)
-            earlier = workers.previous_trials(self.study_name, storage)
+            storage = self.storage and open_storage(self.storage, self.heartbeat_interval, self.grace_period)
+            earlier = workers.previous_trials(self.study_name, storage) if storage else 0
             # A resumed search: the random draws (RandomSampler, TPE's startup trials) come from the seed, not from
             # the stored trials, and would repeat the first search's; a worker's differ from the others' (its
             # folder). Not the grid's: its seed is the order of its cells (trial n runs cell n), which must stay that
@@ -162,20 +199,23 @@ class OptunaSearch:
                 storage=storage,
                 sampler=sampler,
                 pruner=pruner,
-                direction=direction,
+                directions=directions,
                 load_if_exists=True,
             )
-        if study.direction.name.lower() != direction:  # a resumed study keeps its direction: not the one asked now
+        stored = [d.name.lower() for d in study.directions]
+        if stored != directions:  # a resumed study keeps its directions: not the ones asked now
             raise ValueError(
-                f"study {self.study_name} in {self.storage} is to {study.direction.name.lower()}, not to {direction}"
-                " (another monitor?): resume it with the same monitor, or start a new storage"
+                f"study {self.study_name} in {self.shown_storage()} is to {stored}, not to {directions} (another "
+                "monitor or objectives?): resume it with the same ones, or start a new storage"
             )
         return study
 
     def trial_overrides(self, trial: optuna.Trial, fixed: list[str]) -> list[str]:
-        """A job's overrides: the trial's parameters, the fixed ones, and the callback that reports to the trial
-        (the storage as the variable that holds it, when it came from one)."""
+        """A job's overrides: the trial's parameters, the fixed ones, and for cifar_lit's train the callback that
+        reports to the trial (the storage as the variable that holds it, when it came from one)."""
         params = [f"{name}={value}" for name, value in trial.params.items()]
+        if not self.reports_epochs():
+            return [*params, *fixed]
         storage = STORAGE_FROM_ENV if self.storage_from_env() else quoted(self.storage)
         callback = [
             f"{PRUNING_CALLBACK}._target_=cifar_lit.callbacks.optuna_pruning.OptunaPruning",
@@ -188,19 +228,18 @@ class OptunaSearch:
         ]
         return [*params, *fixed, *callback]
 
+    def ask(self, study: optuna.Study, space: dict[str, BaseDistribution]) -> optuna.Trial:
+        """A trial of ``space``, extended by ``custom_search_space`` (upstream's: f(config, trial) suggests more)."""
+        trial = study.ask(space)
+        if self.custom_search_space:
+            get_method(self.custom_search_space)(self.config, trial)
+        return trial
+
     def sweep(self, arguments: list[str]) -> list[JobReturn]:
         assert self.launcher is not None and self.config is not None
         try:
             space, fixed = search_space(self.params, arguments)
-            if not space:
-                raise ValueError("nothing to search: set hydra.sweeper.params or sweep, e.g. optimizer.lr=0.01,0.001")
-            if self.n_trials is None and not self.is_grid():
-                raise ValueError("hydra.sweeper.n_trials=null (the whole grid) takes the grid sampler only")
-            if self.n_trials_of not in workers.N_TRIALS_OF:
-                raise ValueError(f"hydra.sweeper.n_trials_of must be folder or study, got {self.n_trials_of!r}")
-            if not 0 <= self.max_failure_rate <= 1:
-                raise ValueError(f"hydra.sweeper.max_failure_rate must be in [0, 1], got {self.max_failure_rate}")
-            check_sampler(self.sampler_config())  # not at the trial that first needs its package
+            self.check(space)
             study = self.create_study(space)
         except ValueError as err:  # a search space the sampler cannot take: one line, as for any bad config value
             sys.exit(f"error: {err}")
@@ -222,14 +261,14 @@ class OptunaSearch:
             with study_lock(study._storage, self.study_name):  # the count and the ask: one step for the workers
                 workers.fail_stale_trials(study)  # a dead worker's trials: failed, their retries queued
                 left = self.trials_left(study, space, len(returns))
-                trials = [study.ask(space) for _ in range(min(self.n_jobs, left))]
+                trials = [self.ask(study, space) for _ in range(min(self.n_jobs, left))]
             if not trials:
                 break
             batch = [self.trial_overrides(trial, fixed) for trial in trials]
             with heartbeats.beating(trials):
                 job_returns = jobs.launch(self.launcher, trials, batch)
             for trial, job_return in zip(trials, job_returns, strict=True):
-                failed += self.tell(study, trial, job_return) == TrialState.FAIL
+                failed += tell(study, trial, job_return) == TrialState.FAIL
             returns.extend(job_returns)
             if failed / len(returns) > self.max_failure_rate and (left := self.trials_left(study, space, len(returns))):
                 self.write_results(study)
@@ -239,6 +278,8 @@ class OptunaSearch:
                 )
         if not self.write_results(study) and failed:  # all pruned is the pruner's verdict, not a failure
             self.fail(f"no trial of study {self.study_name} completed: {failed} of {len(returns)} failed")
+        if failed:  # every failure counts (cifar_lit's sweep summary ends such a sweep so too, after this)
+            self.fail(f"{failed} of the {len(returns)} trials of study {self.study_name} failed")
         return returns
 
     def trials_left(self, study: optuna.Study, space: dict[str, BaseDistribution], launched: int) -> int:
@@ -246,6 +287,10 @@ class OptunaSearch:
         folder_left = None if self.folder_left is None else self.folder_left - launched
         grid = space if self.is_grid() else None
         return workers.trials_left(study, self.n_trials, self.n_trials_of, folder_left, grid)
+
+    def write_results(self, study: optuna.Study) -> bool:
+        names = objective_names(self.config) if self.is_train_app() else None
+        return write_results(study, Path(self.config.hydra.sweep.dir), names)
 
     def fail(self, message: str) -> NoReturn:
         """End the search with exit status 1 and ``message``. Hydra runs the end-of-multirun callbacks (the sweep
@@ -255,38 +300,3 @@ class OptunaSearch:
         if self.callbacks is not None:
             self.callbacks.on_multirun_end(config=self.config)
         sys.exit(f"error: {message}")
-
-    @staticmethod
-    def tell(study: optuna.Study, trial: optuna.Trial, job_return: JobReturn) -> TrialState:
-        """Tell the study how the trial's job ended; returns that state."""
-        job_dir = Path(job_return.hydra_cfg.hydra.runtime.output_dir) if job_return.hydra_cfg else None
-        value = job_return.return_value if job_return.status == JobStatus.COMPLETED else None
-        if job_dir is not None and (job_dir / PRUNED_FILE).is_file():
-            outcome: dict[str, Any] = {"state": TrialState.PRUNED}
-        elif isinstance(value, (int, float)) and math.isfinite(value):
-            outcome = {"values": float(value)}
-        else:
-            outcome = {"state": TrialState.FAIL}
-        try:
-            study.tell(trial, **outcome)
-        except RuntimeError:
-            # the grid sampler calls study.stop() once its grid is done, which only study.optimize allows; the trial
-            # is stored all the same (Optuna stores it in a finally), and n_trials is capped at the grid size
-            if not isinstance(study.sampler, optuna.samplers.GridSampler):
-                raise
-        return outcome.get("state", TrialState.COMPLETE)
-
-    def write_results(self, study: optuna.Study) -> bool:
-        """``optimization_results.yaml`` (best parameters and value) in the sweep dir; returns whether it was written:
-        not when no trial of the study completed."""
-        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if not completed:
-            log.warning("no trial of study %s completed", self.study_name)
-            return False
-        best = study.best_trial
-        results = {"name": "optuna", "best_params": best.params, "best_value": best.value}
-        path = Path(self.config.hydra.sweep.dir) / "optimization_results.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(OmegaConf.create(results), path)
-        log.info("best value %s with %s: %s", best.value, best.params, path)
-        return True

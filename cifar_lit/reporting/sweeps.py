@@ -9,6 +9,8 @@ import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import yaml
+
 from cifar_lit.errors import FAILURE_FILE, PRUNED_FILE
 from cifar_lit.hydra_ext.job_name import TRIAL_CALLBACK
 from cifar_lit.reporting.events import ReportError, per_epoch_table, read_scalars
@@ -88,6 +90,24 @@ def sort_jobs(jobs: Iterable[JobSummary]) -> list[JobSummary]:
     return sorted(jobs, key=key)
 
 
+def pareto_front(sweep_dir: Path, overrides: dict[str, list[str]]) -> str:
+    """The Pareto front of a multi-objective Optuna search (its ``optimization_results.yaml``, written by
+    cifar_lit.hydra_ext.optuna_results) as a markdown table, one row a job; "" for any other sweep."""
+    path = sweep_dir / "optimization_results.yaml"
+    results = yaml.safe_load(path.read_text()) if path.is_file() else None
+    if not isinstance(results, dict) or not results.get("solutions"):
+        return ""
+    solutions = results["solutions"]
+    names = results.get("objectives") or [f"objective {i}" for i in range(len(solutions[0]["values"]))]
+    rows = [
+        [str(s["job"]), " ".join(overrides.get(str(s["job"]), [])), *s["values"]]
+        for s in sorted(solutions, key=lambda s: s["values"])
+    ]
+    return "\n## Pareto front\n\nNo other job is better in every objective:\n\n" + markdown_table(
+        ["job", "overrides", *names], rows, left=2
+    )
+
+
 def write_summary(sweep_dir: Path, out_dir: Path) -> list[Path]:
     """``summary.md``, ``summary.csv`` and ``val_acc.png`` (the best jobs' curves) for a multirun dir, ``grid.png``
     (a heat map) for a two-key sweep, and ``summary_by_seed.md`` and ``.csv`` when some jobs differ only in
@@ -119,6 +139,7 @@ def write_summary(sweep_dir: Path, out_dir: Path) -> list[Path]:
     noted = [job for job in jobs if job.error or job.pruned]
     if noted:
         md += "\n" + "".join(f"- job {job.job}: {job.error or job.pruned}\n" for job in noted)
+    md += pareto_front(sweep_dir, dict(zip((job.job for job in jobs), varying, strict=True)))
     md += "\ntest acc: the final test of each job's best checkpoint.\n"
     paths = [out_dir / "summary.md", out_dir / "summary.csv", out_dir / "val_acc.png"]
     paths[0].write_text(md)

@@ -57,6 +57,28 @@ def monitor_mode(cfg: DictConfig | dict[str, Any]) -> str:
     return metric_mode(cfg.get("monitor"), cfg.get("monitor_mode"))
 
 
+def objective_names(cfg: DictConfig | dict[str, Any]) -> list[str]:
+    """The metrics a run returns to a search (what ``python -m cifar_lit.train`` returns): ``objectives`` when set
+    (several: a multi-objective search, e.g. ``[val/acc_best, model/params]``), else ``<monitor>_best``."""
+    objectives = cfg.get("objectives")
+    return [str(name) for name in objectives] if objectives else [f"{cfg.get('monitor')}_best"]
+
+
+def objective_directions(cfg: DictConfig | dict[str, Any]) -> list[str]:
+    """An Optuna direction per objective: ``<monitor>_best`` the monitor's (``monitor_mode`` included), another
+    metric by its name (ConfigError when the name says nothing: hydra.sweeper.direction must then say it)."""
+    best, modes = f"{cfg.get('monitor')}_best", []
+    for name in objective_names(cfg):
+        mode = monitor_mode(cfg) if name == best else mode_from_name(name)
+        if mode is None:
+            raise ConfigError(
+                f"objectives: cannot tell from the name {name} whether higher or lower is better (acc* is maximised,"
+                " loss* minimised); set hydra.sweeper.direction, one per objective, e.g. [maximize,minimize]"
+            )
+        modes.append(DIRECTIONS[mode])
+    return modes
+
+
 def register() -> None:
     """The configs' ``${metric_mode:<metric>,<mode or null>}`` resolver; idempotent (runs when cifar_lit is imported,
     before an entry point or a ``compose()`` resolves the callbacks)."""
