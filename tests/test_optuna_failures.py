@@ -165,5 +165,6 @@ def test_a_search_in_memory_runs_without_a_storage_and_refuses_a_pruner(syntheti
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = tmp_path / "sweep"
     assert not (sweep / "optuna.journal").exists() and len(job_folders(sweep)) == 2
-    assert all("optuna_pruning" not in (job / ".hydra" / "overrides.yaml").read_text() for job in job_folders(sweep).values())
+    overrides = [(job / ".hydra" / "overrides.yaml").read_text() for job in job_folders(sweep).values()]
+    assert not any("optuna_pruning" in text for text in overrides)  # no callback: nothing to report to
     assert OmegaConf.load(sweep / "optimization_results.yaml").best_value > 0
