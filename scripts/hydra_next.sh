@@ -12,7 +12,7 @@ purelib() { "$1" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])";
 echo "import site; site.addsitedir('$(purelib .venv/bin/python)')" > "$(purelib "$VENV/bin/python")/zz_cifar_lit_dev.pth"
 "$VENV/bin/python" -c "import hydra, omegaconf; print('hydra-core', hydra.__version__, 'omegaconf', omegaconf.__version__)"
 "$VENV/bin/python" -m pytest -n auto --dist loadgroup -q \
-    tests/test_config.py tests/test_job_name.py tests/test_hydra_compat.py \
+    tests/test_config.py tests/test_job_name.py tests/test_hydra_compat.py tests/test_optuna_upstream.py \
     tests/test_sweeps.py::test_pruned_grid_runs_every_cell_of_the_plain_sweep_and_stops_the_bad_ones_early \
     tests/test_sweeps.py::test_the_project_sweeper_is_found_from_any_folder \
     tests/test_train.py::test_multirun_summarises_itself_and_survives_a_failing_job "$@"
