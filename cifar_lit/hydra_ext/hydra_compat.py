@@ -59,6 +59,16 @@ def main_options() -> dict[str, Any]:
     return {"version_base": "1.3"}
 
 
+def whitelist_kwargs() -> dict[str, Any]:
+    """``instantiate``'s own whitelist argument from 1.4 on (nothing on 1.3, which would pass it to the target): for
+    the plugins, which also run in apps whose ``hydra.main`` set none."""
+    from hydra.utils import instantiate
+
+    if "_execution_whitelist_" in inspect.signature(instantiate).parameters:
+        return {"_execution_whitelist_": execution_whitelist()}
+    return {}
+
+
 def with_implied_multirun(args: Sequence[str]) -> list[str]:
     """The command line with ``--multirun`` added when it picks an ``hparams_search`` and says nothing of the mode
     (``-m``, ``--cfg``, ``--help``, ..., or ``hydra.mode=RUN``: one job of a search rerun alone, a DDP rank's own

@@ -40,6 +40,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from cifar_lit.hydra_ext import optuna_workers as workers
+from cifar_lit.hydra_ext.hydra_compat import whitelist_kwargs
 from cifar_lit.hydra_ext.job_name import TRIAL_CALLBACK
 from cifar_lit.hydra_ext.optuna_results import tell, write_results
 from cifar_lit.hydra_ext.optuna_resume import JobNumbers, finished_jobs, retry_dead_trials
@@ -192,8 +193,8 @@ class OptunaSearch:
                 sampler_cfg["seed"] += earlier
                 if self.n_trials_of == "study":
                     sampler_cfg["seed"] = workers.worker_seed(sampler_cfg["seed"], self.config.hydra.sweep.dir)
-            sampler = instantiate(sampler_cfg, **extra) if sampler_cfg else None
-            pruner = instantiate(self.pruner_config())
+            sampler = instantiate(sampler_cfg, **extra, **whitelist_kwargs()) if sampler_cfg else None
+            pruner = instantiate(self.pruner_config(), **whitelist_kwargs())
             study = optuna.create_study(
                 study_name=self.study_name,
                 storage=storage,
