@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from cifar_lit.hydra_ext.optuna_space import distribution, search_space
+from hydra_plugins.cifar_lit_optuna_sweeper import SAMPLERS
 from tests.conftest import ROOT
 
 APPS = ROOT / "tests" / "optuna_upstream"
@@ -104,6 +105,24 @@ def test_launch_jobs(tmp_path: Path) -> None:
     assert empty.stderr.strip().splitlines()[-1].startswith("error: nothing to search")
     run_app("sphere.py", f"hydra.sweep.dir={tmp_path}", "hydra.sweeper.n_trials=8", "hydra.sweeper.n_jobs=3")
     assert sorted(int(p.name) for p in tmp_path.iterdir() if p.name.isdigit()) == list(range(8))
+    overrides = OmegaConf.load(tmp_path / "0" / ".hydra" / "overrides.yaml")
+    assert sorted(o.split("=")[0] for o in overrides) == ["x", "y"]  # nothing of cifar_lit's (its pruning callback)
+
+
+# what makes a sampler's own model draw the later of 4 trials (not its random start-up ones)
+OWN_DRAWS = {"tpe": "n_startup_trials=2", "gp": "n_startup_trials=2", "nsgaii": "population_size=2"}
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_every_sampler_option_runs_several_trials(sampler: str, tmp_path: Path) -> None:
+    """Each option of hydra/sweeper/sampler (upstream's and Optuna 5's) samples past its first trials, with its
+    model (what needs cmaes or scipy), not only its random start."""
+    own = [f"hydra.sweeper.sampler.{OWN_DRAWS[sampler]}"] if sampler in OWN_DRAWS else []
+    run_app(
+        "sphere.py", f"hydra.sweep.dir={tmp_path}", f"hydra/sweeper/sampler={sampler}", "hydra.sweeper.n_trials=4", *own
+    )
+    assert len([p for p in tmp_path.iterdir() if p.name.isdigit()]) == 4
+    assert results(tmp_path).best_value >= 0
 
 
 @pytest.mark.parametrize("with_commandline", [True, False])
