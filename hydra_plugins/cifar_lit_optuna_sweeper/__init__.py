@@ -68,7 +68,7 @@ SAMPLERS: dict[str, dict[str, Any]] = {
     # every combination of the choice/range params once, in an order shuffled by the seed; n_trials capped at its size
     "grid": seeded("GridSampler"),
     "cmaes": seeded("CmaEsSampler"),  # CMA-ES over interval params (needs cmaes)
-    "gp": seeded("GPSampler"),  # Gaussian-process Bayesian optimisation (needs scipy and torch)
+    "gp": seeded("GPSampler", n_startup_trials=10),  # Gaussian-process Bayesian optimisation (scipy, torch)
     "qmc": seeded("QMCSampler", qmc_type="sobol"),  # quasi-random Sobol points: covers the space evenly (needs scipy)
     "nsgaii": seeded("NSGAIISampler", population_size=50),  # a genetic algorithm for several objectives
 }
