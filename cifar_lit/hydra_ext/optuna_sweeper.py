@@ -1,20 +1,21 @@
-"""The Optuna (>= 4) search behind ``hparams_search=optuna``: ask a batch of trials, launch them as Hydra jobs
-(each its own run folder, through whatever launcher is configured), tell the study how each ended.
+"""The Optuna (>= 4) search behind ``hparams_search=optuna`` and ``hydra/sweeper=cifar_lit_optuna`` in any Hydra app
+(upstream hydra-optuna-sweeper's configs; the differences: docs/sweeps.md): ask a batch of trials, launch them as
+Hydra jobs (each its own run folder, through whatever launcher is configured), tell the study how each ended
+(cifar_lit.hydra_ext.optuna_results).
 
-A job reaches its trial through the storage, not through this process: the sweeper adds the ``optuna_pruning``
-callback (cifar_lit.callbacks.optuna_pruning) to each job's overrides with the study name, storage and trial number,
-so a job on a joblib worker or a SLURM node reports its epochs and is pruned all the same. A pruned job leaves
-PRUNED.txt in its folder; the sweeper then tells the trial PRUNED, a job that returned its metric COMPLETE, and one
-that returned nothing (FAILED.txt) FAIL.
+A job of cifar_lit's train reaches its trial through the storage, not through this process: the sweeper adds the
+``optuna_pruning`` callback (cifar_lit.callbacks.optuna_pruning) to its overrides with the study name, storage and
+trial number, so a job on a joblib worker or a SLURM node reports its epochs and is pruned all the same. Other apps'
+jobs get nothing added; nor do jobs of a study in memory (``storage: null``) or of several objectives (Optuna prunes
+single-objective studies only): a pruner is then refused.
 
-A search exits with status 1 when no trial of its study completed (there is no best value; a search whose trials
-were all pruned is the pruner's verdict and exits 0), and, with ``hydra.sweeper.max_failure_rate`` (upstream
-hydra-optuna-sweeper's name), stops early once more than that fraction of the trials it ran failed: 1.0, the default,
-never stops a search early; its failed jobs still end it with status 1 (``cifar_lit.hydra_ext.sweep``).
+A search exits with status 1 when a trial failed, at its end, or, with ``hydra.sweeper.max_failure_rate``
+(upstream's name), as soon as more than that fraction of the trials it ran failed (a search whose trials were all
+pruned is the pruner's verdict and exits 0).
 
-The study's direction is the monitor's (``cifar_lit.training.monitor``: a job returns ``<monitor>_best``, so
-``monitor=val/loss`` is minimised) unless ``hydra.sweeper.direction`` says otherwise; the pruners read it from the
-study, so they prune the trials that are worse that way.
+The study's directions are the objectives' (cifar_lit.training.monitor: a job returns ``<monitor>_best``, so
+``monitor=val/loss`` is minimised; ``objectives=[...]`` several) unless ``hydra.sweeper.direction`` says otherwise;
+the pruners read them from the study, so they prune the trials that are worse that way.
 
 A storage given through $CIFAR_LIT_OPTUNA_STORAGE (the configs' default when set) reaches the jobs as
 ``${oc.env:CIFAR_LIT_OPTUNA_STORAGE}``, read by each job from its environment: its value, an RDB URL's password
