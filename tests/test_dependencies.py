@@ -26,6 +26,7 @@ OPTIONAL_MODULES = {
     "cifar_lit/hydra_ext/optuna_sampler.py": "cifar_lit.hydra_ext.optuna_sampler",
     "cifar_lit/hydra_ext/optuna_resume.py": "cifar_lit.hydra_ext.optuna_resume",
     "cifar_lit/hydra_ext/optuna_workers.py": "cifar_lit.hydra_ext.optuna_workers",
+    "cifar_lit/hydra_ext/optuna_attrs.py": "cifar_lit.hydra_ext.optuna_attrs",
 }
 
 

@@ -43,6 +43,7 @@ from optuna.trial import TrialState
 from cifar_lit.errors import PRUNED_FILE
 from cifar_lit.hydra_ext import optuna_workers as workers
 from cifar_lit.hydra_ext.job_name import TRIAL_CALLBACK
+from cifar_lit.hydra_ext.optuna_attrs import name_objectives, objective_names, record_job
 from cifar_lit.hydra_ext.optuna_resume import JobNumbers, finished_jobs, retry_dead_trials
 from cifar_lit.hydra_ext.optuna_sampler import check_sampler
 from cifar_lit.hydra_ext.optuna_space import grid_of, plain_config, pruner_config, remaining_cells, search_space
@@ -170,6 +171,7 @@ class OptunaSearch:
                 f"study {self.study_name} in {self.storage} is to {study.direction.name.lower()}, not to {direction}"
                 " (another monitor?): resume it with the same monitor, or start a new storage"
             )
+        name_objectives(study, objective_names(self.config))  # not "Objective 0" in optuna-dashboard
         return study
 
     def trial_overrides(self, trial: optuna.Trial, fixed: list[str]) -> list[str]:
@@ -267,6 +269,7 @@ class OptunaSearch:
             outcome = {"values": float(value)}
         else:
             outcome = {"state": TrialState.FAIL}
+        record_job(study, trial.number, job_dir)  # its folder and epochs, while the trial takes user attrs
         try:
             study.tell(trial, **outcome)
         except RuntimeError:
