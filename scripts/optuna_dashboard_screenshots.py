@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,7 +54,10 @@ VIEWS = {
     "study": ("", 2150, "deep(document, '.js-plotly-plot').length >= 4 && deep(document, '.bars path').length > 0"),
     "pruned_trial": ("/trials?numbers={pruned}", 900, "document.body.innerText.includes('job_dir')"),
 }
-DASHBOARD = Path(sys.executable).with_name("optuna-dashboard")  # the extra's command, beside this interpreter
+# the extra's command: beside this interpreter (a venv not activated), else on the PATH
+DASHBOARD = Path(sys.executable).with_name("optuna-dashboard")
+if not DASHBOARD.exists():
+    DASHBOARD = Path(shutil.which("optuna-dashboard") or DASHBOARD)
 
 
 def get_json(url: str) -> Any:
