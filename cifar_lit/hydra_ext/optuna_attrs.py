@@ -9,10 +9,9 @@ folder's summary beside it:
   that cifar_lit.hydra_ext.optuna_resume records before the job starts, together with ``job``, its number), where
   its checkpoints, TensorBoard events and run.json are; and ``epochs``, the epochs it had trained at its last
   report, the trial's last intermediate value's step (the pruning callback reports ``<monitor>`` at ``step=epochs
-  trained`` after each validation). For a pruned trial that is the epochs it ran, which a sortable column of the
-  dashboard's trial table then shows beside its state; the study itself holds it, so it is right even when the job
-  ran on another machine whose folder this one cannot read. (run.json records no epoch count, and reading the
-  job's TensorBoard events for one, as the sweep summary does, would cost the sweeper more than the job's report.)
+  trained`` after each validation). For a pruned trial that is the epochs it ran, shown beside its state. The
+  study itself holds it, so it is right even when the job ran on a machine whose folder this one cannot read
+  (run.json records no epoch count; the job's TensorBoard events, which the sweep summary reads, cost far more).
 """
 
 from __future__ import annotations
