@@ -86,8 +86,11 @@ def screenshot(url: str, path: Path, profile: Path) -> None:
     to_palette(path)
 
 
-def screenshot_after_click(url: str, path: Path, profile: Path, click: str, drawn: str, timeout: float = 120) -> None:
-    """``url`` once the JS ``click`` (it clicks what no URL selects) and then ``drawn`` are true, as ``screenshot``.
+def screenshot_after_click(
+    url: str, path: Path, profile: Path, click: str, drawn: str, timeout: float = 120, height: int = 900
+) -> None:
+    """``url`` once the JS ``click`` (it clicks what no URL selects) and then ``drawn`` are true, as ``screenshot``
+    (``height`` pixels of the page: a taller page shows more of a long dashboard at once).
 
     Chromium is driven over its DevTools protocol with ``--remote-debugging-pipe`` (JSON messages ended by a NUL byte,
     which it reads on its fd 3 and answers on its fd 4): no websocket library, no port.
@@ -139,8 +142,9 @@ def screenshot_after_click(url: str, path: Path, profile: Path, click: str, draw
     try:
         target = call("Target.createTarget", url=url)["targetId"]
         session = call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        # the --window-size as the page's size (headless keeps the height of a window's tab strip and toolbar off it)
-        call("Emulation.setDeviceMetricsOverride", session, width=1400, height=900, deviceScaleFactor=1, mobile=False)
+        # the page 1400 wide, as --window-size (headless keeps the height of a window's tab strip and toolbar off it)
+        metrics = {"width": 1400, "height": height, "deviceScaleFactor": 1, "mobile": False}
+        call("Emulation.setDeviceMetricsOverride", session, **metrics)
         wait_until(session, click)
         wait_until(session, drawn)
         time.sleep(2)  # its transitions

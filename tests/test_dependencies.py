@@ -27,6 +27,7 @@ OPTIONAL_MODULES = {
     "cifar_lit/hydra_ext/optuna_resume.py": "cifar_lit.hydra_ext.optuna_resume",
     "cifar_lit/hydra_ext/optuna_workers.py": "cifar_lit.hydra_ext.optuna_workers",
     "cifar_lit/hydra_ext/optuna_results.py": "cifar_lit.hydra_ext.optuna_results",
+    "cifar_lit/hydra_ext/optuna_attrs.py": "cifar_lit.hydra_ext.optuna_attrs",
 }
 
 

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from cifar_lit.errors import FAILURE_FILE, PRUNED_FILE
+from cifar_lit.hydra_ext.optuna_attrs import record_job
 from cifar_lit.hydra_ext.optuna_resume import JOB
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ def job_outcome(job_return: JobReturn, n_objectives: int) -> tuple[dict[str, Any
 def tell(study: optuna.Study, trial: optuna.Trial, job_return: JobReturn) -> TrialState:
     """Tell the study how the trial's job ended, a failure logged in one line; returns the trial's state."""
     outcome, failure = job_outcome(job_return, len(study.directions))
+    record_job(study, trial.number, job_dir(job_return))  # its folder and epochs, while the trial takes user attrs
     if failure is not None:
         log.warning("trial %d failed: %s", trial.number, failure)
     try:

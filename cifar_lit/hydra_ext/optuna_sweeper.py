@@ -43,6 +43,7 @@ from optuna.trial import TrialState
 from cifar_lit.hydra_ext import optuna_workers as workers
 from cifar_lit.hydra_ext.hydra_compat import whitelist_kwargs
 from cifar_lit.hydra_ext.job_name import TRIAL_CALLBACK
+from cifar_lit.hydra_ext.optuna_attrs import name_objectives
 from cifar_lit.hydra_ext.optuna_results import tell, write_results
 from cifar_lit.hydra_ext.optuna_resume import JobNumbers, finished_jobs, retry_dead_trials
 from cifar_lit.hydra_ext.optuna_sampler import check_sampler
@@ -210,6 +211,8 @@ class OptunaSearch:
                 f"study {self.study_name} in {self.shown_storage()} is to {stored}, not to {directions} (another "
                 "monitor or objectives?): resume it with the same ones, or start a new storage"
             )
+        # not "Objective 0" in optuna-dashboard: cifar_lit's objectives (other apps' return values have no names)
+        name_objectives(study, objective_names(self.config) if self.is_train_app() else [])
         return study
 
     def trial_overrides(self, trial: optuna.Trial, fixed: list[str]) -> list[str]:
