@@ -137,6 +137,7 @@ def test_a_multi_objective_search_shows_its_pareto_front(synthetic_root, tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     study = load_optuna_study(tmp_path / "sweep")
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert study.metric_names == ["val/acc_best", "model/params"]  # as optuna-dashboard shows them
     values = {t.params["model.num_branches"]: t.values for t in study.trials}
     assert sorted(values) == [1, 2, 3] and values[1][1] < values[2][1] < values[3][1]
     front = {t.params["model.num_branches"] for t in study.best_trials}
