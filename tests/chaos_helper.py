@@ -1,12 +1,14 @@
-"""A test-only callback the sweep's process loads through Hydra (``+callbacks.chaos._target_=...``): it SIGKILLs
-its own process at a point named in a fuse file, so a chaos test lands a crash at the same place every time
-however fast the machine is, while the sweep's command stays the same from run to run.
+"""Test-only callbacks the sweep's process loads through Hydra (``+callbacks.chaos._target_=...``, a Lightning
+callback in the job; ``+hydra.callbacks.chaos._target_=...``, a Hydra one in the process that runs the job): they
+SIGKILL their own process at a point named in a fuse file, so a chaos test lands a crash at the same place every
+time however fast the machine is, while the sweep's command stays the same from run to run.
 
 The fuse (JSON) names the job (``hydra.job.num``) and the point: ``{"job": 2, "step": 50}`` after optimizer step
 50; ``{"job": 3, "epoch": 1, "file": "last.ckpt"}`` in the middle of writing that checkpoint in that epoch: the
 product's own CheckpointIO writes it, its ``torch.save`` writing half the bytes before the kill, as a crash
-mid-write would. The fuse is removed before the kill: the rerun of the same command runs through. Without a fuse
-the callback does nothing.
+mid-write would; ``{"job": 0, "at": "job end"}`` (KillAtJobEnd) once the job has returned, its run.json written,
+before the sweeper hears of it (an Optuna search has not told the trial). The fuse is removed before the kill: the
+rerun of the same command runs through. Without a fuse the callbacks do nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +24,32 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback as HydraCallback
 from lightning.pytorch.callbacks import Callback
+
+
+def armed(fuse: Path, **point: Any) -> bool:
+    """Whether the fuse names this job and ``point``; if so it is used up (removed), so the kill happens once."""
+    try:
+        wanted = json.loads(fuse.read_text())
+    except FileNotFoundError:
+        return False
+    here = {"job": HydraConfig.get().job.num, **point}
+    if any(wanted.get(key) != value for key, value in here.items()) or wanted.keys() != here.keys():
+        return False
+    fuse.unlink()
+    return True
+
+
+class KillAtJobEnd(HydraCallback):
+    """SIGKILL after the job the fuse names has returned (``{"job": 0, "at": "job end"}``), once."""
+
+    def __init__(self, fuse: str) -> None:
+        self.fuse = Path(fuse)
+
+    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
+        if armed(self.fuse, at="job end"):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 class KillFromFuse(Callback):
@@ -32,16 +59,7 @@ class KillFromFuse(Callback):
         self.fuse = Path(fuse)
 
     def armed(self, **point: Any) -> bool:
-        """Whether the fuse names this job and ``point``; if so it is used up (removed), so the kill happens once."""
-        try:
-            wanted = json.loads(self.fuse.read_text())
-        except FileNotFoundError:
-            return False
-        here = {"job": HydraConfig.get().job.num, **point}
-        if any(wanted.get(key) != value for key, value in here.items()) or wanted.keys() != here.keys():
-            return False
-        self.fuse.unlink()
-        return True
+        return armed(self.fuse, **point)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         if self.armed(step=trainer.global_step):

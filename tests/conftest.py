@@ -8,10 +8,12 @@
   mid-epoch) with ``checkpoint_epoch`` and ``per_epoch``;
 - the real command line: ``run_cli("train", *overrides)``, ``run_training(run_dir, *overrides)`` for a run that must
   succeed (``cli_command``/``CLI_ENV`` for a process to signal); ``load_script`` (a tool of scripts/ as a module);
+- crashes: ``crash_when`` (SIGKILL a run's process group once a condition holds), ``chaos_overrides`` (a run that
+  SIGKILLs itself where a fuse file says: tests/chaos_helper.py), ``killed`` (whether a run died so);
 - what a run leaves: ``scalars``/``scalar_events``/``load_events`` (its TensorBoard events), ``hparams_summaries``/
   ``hparam_value`` (its HPARAMS entry), ``load_optuna_study`` (a search's study), ``read_csv``/``read_rows``,
   ``files_containing`` (which files of a folder hold a text, e.g. a secret that must be nowhere), ``job_folder``/
-  ``job_folders`` (a sweep's job folders by number, whatever their names);
+  ``job_folders`` (a sweep's job folders by number, whatever their names), ``checkpoint_files``;
 - the Optuna sweeper without a sweep: ``optuna_search`` (the search a composed config would run).
 """
 
@@ -284,6 +286,22 @@ def crash_when(args: list[str], condition: Callable[[], bool], what: str, env: d
         process.kill()
 
 
+def chaos_overrides(fuse: Path) -> list[str]:
+    """A run's command-line additions that SIGKILL it where the fuse file ``fuse`` says, if the test laid one
+    (tests/chaos_helper.py: in a job's training, or once a job has returned); the command stays the same."""
+    return [
+        "+callbacks.chaos._target_=tests.chaos_helper.KillFromFuse",
+        f"+callbacks.chaos.fuse={fuse}",
+        "+hydra.callbacks.chaos._target_=tests.chaos_helper.KillAtJobEnd",
+        f"+hydra.callbacks.chaos.fuse={fuse}",
+    ]
+
+
+def killed(result: subprocess.CompletedProcess) -> bool:
+    """Whether the command died of SIGKILL (a fresh process's status, or the warm interpreter's child's)."""
+    return result.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL)
+
+
 def load_script(name: str) -> Any:
     """``scripts/<name>.py`` as a module (registered under ``name``: a process pool pickles its functions by it)."""
     spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
@@ -454,6 +472,11 @@ def job_folders(sweep: Path) -> dict[int, Path]:
 def job_folder(sweep: Path, number: int) -> Path:
     """Job ``number``'s folder in ``sweep`` (KeyError when the sweep has none)."""
     return job_folders(sweep)[number]
+
+
+def checkpoint_files(job: Path) -> list[str]:
+    """The names in a job's checkpoints/ folder: a crash must leave no half-written file, no second best checkpoint."""
+    return sorted(p.name for p in (job / "checkpoints").iterdir())
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -12,9 +12,11 @@ import pytest
 from tests.conftest import (
     SMALL_BLOCKS,
     TINY_BLOCKS,
-    crash_when,
+    chaos_overrides,
+    checkpoint_files,
     job_folder,
     job_folders,
+    killed,
     load_optuna_study,
     read_csv,
     run_cli,
@@ -57,32 +59,41 @@ def test_a_pruned_grid_cut_short_by_n_trials_and_rerun_runs_every_cell_once(synt
     assert len(read_csv(sweep / "summary.csv")) == 4
 
 
-def search_args(synthetic_root: Path, tmp_path: Path, sweep: Path, *search: str) -> list[str]:
-    """A deterministic search (``search``: what it searches) without a pruner (which cells successive halving stops
-    depends on the order cells report in, which a retry changes), its epochs long enough (~36 steps) for a kill to
-    land mid-trial."""
+SEARCHES = {
+    # 2x2 cells in the seed's order (0.003,0.05), (0.01,0), (0.01,0.05), (0.003,0): successive halving stops the
+    # third after its first epoch (it trails the two before it), the fourth (the best) goes on
+    "pruned grid": ["hparams_search=pruned_grid", "optimizer.lr=0.01,0.003", "optimizer.weight_decay=0.05,0"],
+    # the median pruner (5 startup trials) prunes none of the 4; the other parameters fixed: a search over lr
+    "tpe": [
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=4",
+        "optimizer.lr=tag(log,interval(0.001,0.01))",
+        "optimizer.weight_decay=0",
+        "model.num_branches=1",
+        "model.classifier.dropout=0",
+    ],
+}
+# the checkpoint write each search is killed in: job 2's first epoch in the grid (the cell the pruner has just
+# stopped: no last.ckpt yet, its retry starts again), its last in TPE (the retry resumes from epoch 0's last.ckpt)
+WRITE_KILLED = {"pruned grid": 0, "tpe": 1}
+
+
+def chaos_args(synthetic_root: Path, tmp_path: Path, sweep: Path, search: str) -> list[str]:
+    """A deterministic 4-trial search (``search``: one of SEARCHES) with its own pruner, epochs of 38 steps (batch
+    size 8), its process killable through a fuse file (tests/chaos_helper.py); the same command every run."""
     return [
         *synthetic_overrides(synthetic_root, tmp_path / "cache"),
-        *search,
-        "hydra/sweeper/pruner=none",
+        *SEARCHES[search],
         "data.batch_size=8",
         "experiment=smoke",
         "trainer.max_epochs=2",
         "trainer.deterministic=true",
         "seed=7",
+        f"model.blocks={SMALL_BLOCKS}",
         "~callbacks.progress_bar",
+        *chaos_overrides(tmp_path / "fuse"),
         f"hydra.sweep.dir={sweep}",
     ]
-
-
-def killed_grid_args(synthetic_root: Path, tmp_path: Path, sweep: Path) -> list[str]:
-    grid = ["hparams_search=pruned_grid", "optimizer.lr=0.01,0.003", "optimizer.weight_decay=0.05,0"]
-    return search_args(synthetic_root, tmp_path, sweep, *grid, f"model.blocks={SMALL_BLOCKS}")
-
-
-def job_1_saved(sweep: Path) -> bool:
-    """Whether job 1 has saved a checkpoint (after its first epoch: a kill now lands mid-trial)."""
-    return sweep.is_dir() and 1 in job_folders(sweep) and (job_folder(sweep, 1) / "checkpoints" / "last.ckpt").is_file()
 
 
 def record(job: Path) -> dict:
@@ -90,67 +101,65 @@ def record(job: Path) -> dict:
 
 
 def summary(sweep: Path) -> list[tuple[str, ...]]:
-    """The summary's rows without the job number (a retried trial shifts the numbers of the cells after it) and
-    the wall time."""
-    rows = read_csv(sweep / "summary.csv")
-    return sorted(tuple(v for k, v in row.items() if k not in ("job", "wall time (s)")) for row in rows)
+    """The summary's rows without the wall time (the one column that differs between identical runs)."""
+    return sorted(tuple(v for k, v in row.items() if k != "wall time (s)") for row in read_csv(sweep / "summary.csv"))
 
 
-def reports(sweep: Path) -> dict[tuple, dict[int, float]]:
-    """Each completed cell's reported val/acc by epoch."""
-    from optuna.trial import TrialState
+def outcomes(sweep: Path) -> dict[int, tuple]:
+    """Each job's trial as the study ends it (a dead trial's retry standing for it): its parameters, state, value
+    and reported val/acc by epoch."""
+    trials = [t for t in load_optuna_study(sweep).trials if t.state.name != "FAIL"]
+    return {t.user_attrs["job"]: (t.params, t.state.name, t.value, t.intermediate_values) for t in trials}
 
-    trials = load_optuna_study(sweep).get_trials(states=[TrialState.COMPLETE])
-    return {(t.params["optimizer.lr"], t.params["optimizer.weight_decay"]): t.intermediate_values for t in trials}
+
+def folder_names(sweep: Path) -> list[str]:
+    return [folder.name for _, folder in sorted(job_folders(sweep).items())]
 
 
 @pytest.mark.slow
-def test_a_pruned_grid_killed_mid_trial_and_rerun_ends_as_an_uninterrupted_one(synthetic_root, tmp_path):
-    """SIGKILL in job 1's second epoch leaves its trial RUNNING; the same command again fails that trial, retries
-    it in job 1's folder from its last.ckpt (its first epoch's report kept), runs the two cells left, and ends with
-    every cell once and the summary of an uninterrupted search."""
+@pytest.mark.parametrize("search", list(SEARCHES))
+def test_a_search_killed_at_a_job_end_mid_epoch_and_mid_checkpoint_write_ends_as_an_uninterrupted_one(
+    search, synthetic_root, tmp_path
+):
+    """Issue 32's chaos test for Optuna: a pruned grid and a 4-trial TPE search are SIGKILLed once job 0 has
+    returned (its trial not told yet), in job 1's second epoch, and while job 2 writes its last.ckpt, the same
+    command rerun after each. Each rerun fails the trial left RUNNING and retries it in its job folder (job 0's
+    returns its recorded metrics, job 1's resumes from its last.ckpt), then goes on as the uninterrupted search
+    would: the same cells or draws in the same job folders, the pruner's same verdicts, the same summary."""
     whole = tmp_path / "whole"
-    result = run_cli("train", *killed_grid_args(synthetic_root, tmp_path, whole))
+    result = run_cli("train", *chaos_args(synthetic_root, tmp_path, whole, search))
     assert result.returncode == 0, result.stderr[-3000:]
 
-    sweep = tmp_path / "killed"
-    args = killed_grid_args(synthetic_root, tmp_path, sweep)
-    crash_when(args, lambda: job_1_saved(sweep), "job 1's first checkpoint")  # its trial stays RUNNING
-    assert record(job_folder(sweep, 1))["status"] != "finished" and 2 not in job_folders(sweep)
-    assert [t.state.name for t in load_optuna_study(sweep).trials] == ["COMPLETE", "RUNNING"]
-    first_job = record(job_folder(sweep, 0))
+    sweep, fuse = tmp_path / "killed", tmp_path / "fuse"
+    args = chaos_args(synthetic_root, tmp_path, sweep, search)
+    kills = [{"job": 0, "at": "job end"}, {"job": 1, "step": 50}]  # step 50: job 1's second epoch
+    kills.append({"job": 2, "epoch": WRITE_KILLED[search], "file": "last.ckpt"})  # half of it written, then killed
+    for job, point in enumerate(kills):
+        fuse.write_text(json.dumps(point))
+        result = run_cli("train", *args)
+        assert folder_names(sweep) == folder_names(whole)[: job + 1]  # the uninterrupted search's next cell or draw
+        assert killed(result) and not fuse.exists(), result.stderr[-3000:]
+        assert load_optuna_study(sweep).trials[-1].state.name == "RUNNING"  # left by the dead search
+        assert all(record(job_folder(sweep, n))["status"] == "finished" for n in range(job))  # the retries' too
+        if job == 0:
+            first_job = record(job_folder(sweep, 0))
+            assert first_job["status"] == "finished"  # returned, not yet told
+        if job == 1:
+            assert "job already finished" in result.stdout + result.stderr  # job 0's retry: run.json read back
 
     result = run_cli("train", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     trials = load_optuna_study(sweep).trials
-    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"] + ["COMPLETE"] * 3  # trial 2: trial 1's retry
-    assert trials[2].system_attrs["failed_trial"] == 1 and trials[2].params == trials[1].params
-    done = [
-        (t.params["optimizer.lr"], t.params["optimizer.weight_decay"]) for t in trials if t.state.name == "COMPLETE"
-    ]
-    assert sorted(done) == [(0.003, 0), (0.003, 0.05), (0.01, 0), (0.01, 0.05)]  # every cell once
-    assert record(job_folder(sweep, 0)) == first_job  # not trained again
+    assert [t.state.name for t in trials].count("FAIL") == 3  # the three dead trials, each retried once
+    assert record(job_folder(sweep, 0)) == first_job  # finished before the first kill: never trained again
     assert "resumed_at" in record(job_folder(sweep, 1))  # the retry, in the dead trial's folder, from its last.ckpt
-    assert sorted(job_folders(sweep)) == [0, 1, 2, 3]
+    assert ("resumed_at" in record(job_folder(sweep, 2))) == (WRITE_KILLED[search] == 1)
+    assert folder_names(sweep) == folder_names(whole)
+    assert outcomes(sweep) == outcomes(whole)  # the retries kept the dead trials' reports
     assert summary(sweep) == summary(whole)
-    assert reports(sweep) == reports(whole)  # the retry kept its first epoch's report and added the second
-
-
-@pytest.mark.slow
-def test_a_tpe_search_killed_mid_trial_and_rerun_runs_its_n_trials(synthetic_root, tmp_path):
-    """A 4-trial TPE search killed in its second trial and rerun: 4 trials completed in all (the killed one's retry
-    among them, in its folder), none left running, no job folder taken twice."""
-    sweep = tmp_path / "sweep"
-    search = ["hparams_search=optuna", "hydra.sweeper.n_trials=4", "optimizer.lr=tag(log,interval(0.001,0.01))"]
-    fixed = ["optimizer.weight_decay=0", "model.num_branches=1", "model.classifier.dropout=0"]
-    args = search_args(synthetic_root, tmp_path, sweep, *search, *fixed, f"model.blocks={SMALL_BLOCKS}")
-    crash_when(args, lambda: job_1_saved(sweep), "job 1's first checkpoint")
-    result = run_cli("train", *args)
-    assert result.returncode == 0, result.stderr[-3000:]
-    trials = load_optuna_study(sweep).trials
-    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"] + ["COMPLETE"] * 3
-    assert trials[2].params == trials[1].params and "resumed_at" in record(job_folder(sweep, 1))
-    assert sorted(job_folders(sweep)) == [0, 1, 2, 3] and len(read_csv(sweep / "summary.csv")) == 4
+    assert {n: checkpoint_files(job) for n, job in job_folders(sweep).items()} == {
+        n: checkpoint_files(job) for n, job in job_folders(whole).items()
+    }
 
 
 class Launcher:

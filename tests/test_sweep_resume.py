@@ -5,7 +5,6 @@ summary equals an uninterrupted sweep's cell for cell (the runs are deterministi
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 
 import pytest
@@ -14,10 +13,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from tests.conftest import (
     SMALL_BLOCKS,
+    chaos_overrides,
     checkpoint_epoch,
+    checkpoint_files,
     crash_when,
     job_folder,
     job_folders,
+    killed,
     read_csv,
     run_cli,
     synthetic_overrides,
@@ -64,14 +66,9 @@ def chaos_args(synthetic_root: Path, tmp_path: Path, sweep: Path) -> list[str]:
         "test=false",
         GRID,
         "data.batch_size=8,16",
-        "+callbacks.chaos._target_=tests.chaos_helper.KillFromFuse",
-        f"+callbacks.chaos.fuse={tmp_path / 'fuse'}",
+        *chaos_overrides(tmp_path / "fuse"),
         f"hydra.sweep.dir={sweep}",
     ]
-
-
-def killed(result) -> bool:  # noqa: ANN001  (a CompletedProcess)
-    return result.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL)
 
 
 @pytest.mark.slow
@@ -118,10 +115,6 @@ def test_a_grid_killed_between_jobs_mid_epoch_and_mid_checkpoint_write_ends_as_a
     assert {n: checkpoint_files(job) for n, job in job_folders(sweep).items()} == {
         n: checkpoint_files(job) for n, job in job_folders(whole).items()
     }
-
-
-def checkpoint_files(job: Path) -> list[str]:
-    return sorted(p.name for p in (job / "checkpoints").iterdir())
 
 
 def test_a_sweep_begun_with_numbered_job_folders_resumes_in_them(synthetic_root, tmp_path):
