@@ -16,17 +16,25 @@ before its job is launched. A rerun in that folder then knows its own trials:
   its own and its retry's.)
 * a retried trial is launched with its dead trial's job number, so Hydra gives it the same job folder
   (cifar_lit.hydra_ext.job_name), where the job resumes from its ``checkpoints/last.ckpt`` or returns the metrics
-  its run.json records (cifar_lit.hydra_ext.job_resume); new trials take the numbers after the folder's last job.
+  its run.json records (cifar_lit.hydra_ext.job_resume); new trials take the numbers after the folder's last job;
+* new trials are those the uninterrupted search would have asked: the sampler's random generators are saved in
+  the folder (``optuna_sampler.json``) before each launch and restored by the rerun, so TPE, random or CMA-ES go on
+  drawing where they stopped (a sampler seeded anew would repeat the first draws, one whose seed is shifted would
+  draw others); the grid (``InOrderGridSampler``) gives each new trial the first cell of the seed's order that no
+  trial has taken, whatever the trial's number (Optuna's gives trial n cell n, and a retry takes a number).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import optuna
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
@@ -38,6 +46,7 @@ from cifar_lit.reporting.sweeps import job_number
 log = logging.getLogger(__name__)
 
 SWEEP_DIR, JOB = "sweep_dir", "job"  # the user attrs a trial's job is found by
+SAMPLER_STATE = "optuna_sampler.json"  # in the sweep folder: the sampler's random generators after its last ask
 
 # Optuna >= 4.9's name; RetryFailedTrialCallback (deprecated there) before
 RetryCallback = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
@@ -87,7 +96,7 @@ class JobNumbers:
     one the next after the folder's jobs (its trials' and its job folders', so that no folder is taken twice)."""
 
     def __init__(self, study: optuna.Study, sweep_dir: str | Path) -> None:
-        self.sweep_dir = folder_key(sweep_dir)
+        self.sweep_dir, self.sampler = folder_key(sweep_dir), study.sampler
         numbers = [t.user_attrs[JOB] for t in study.get_trials(deepcopy=False) if in_folder(t, sweep_dir)]
         folders = Path(sweep_dir).iterdir() if Path(sweep_dir).is_dir() else ()
         numbers += [n for folder in folders if folder.is_dir() and (n := job_number(folder)) is not None]
@@ -104,7 +113,9 @@ class JobNumbers:
 
     def launch(self, launcher: Launcher, trials: list[optuna.Trial], batch: list[list[str]]) -> list[JobReturn]:
         """Launch the trials' jobs (``batch``, their overrides) under their numbers: at once when the numbers run
-        on (a launcher numbers its jobs from the first), else in runs of consecutive numbers."""
+        on (a launcher numbers its jobs from the first), else in runs of consecutive numbers. The sampler's state
+        after asking them is saved first: a rerun asks the next trials from there."""
+        save_sampler_state(self.sampler, self.sweep_dir)
         numbers = [self.number(trial) for trial in trials]
         returns: list[JobReturn] = []
         start = 0
@@ -113,3 +124,78 @@ class JobNumbers:
                 returns.extend(launcher.launch(batch[start:end], initial_job_idx=numbers[start]))
                 start = end
         return returns
+
+
+def random_states(sampler: Any, prefix: str = "") -> dict[str, np.random.RandomState]:
+    """The sampler's random generators by attribute path, those of the samplers it holds included (TPE's own
+    ``_rng`` and its startup RandomSampler's ``_random_sampler._rng``)."""
+    found: dict[str, np.random.RandomState] = {}
+    for name, value in vars(sampler).items():
+        if isinstance(value, optuna.samplers.BaseSampler):
+            found.update(random_states(value, f"{prefix}{name}."))
+        elif isinstance(rng := getattr(value, "rng", value), np.random.RandomState):  # Optuna's LazyRandomState
+            found[prefix + name] = rng
+    return found
+
+
+def save_sampler_state(sampler: optuna.samplers.BaseSampler, sweep_dir: str | Path) -> None:
+    """The sampler's random generators as JSON in the sweep folder (replaced whole: a crash leaves the last)."""
+    states = {}
+    for name, rng in random_states(sampler).items():
+        kind, keys, pos, has_gauss, cached = rng.get_state()
+        states[name] = [kind, keys.tolist(), pos, has_gauss, cached]
+    path = Path(sweep_dir) / SAMPLER_STATE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps({"sampler": type(sampler).__name__, "random_states": states}))
+    partial.replace(path)
+
+
+def resume_sampler(study: optuna.Study, sweep_dir: str | Path) -> None:
+    """Restore the generators the folder's search saved (save_sampler_state) into the study's sampler, when it is
+    of the same class: its next draws are those the search would have made had it not stopped. Nothing saved, or
+    no trial of the folder in the study (a new folder, even on an old storage): the sampler as seeded."""
+    if not any(in_folder(trial, sweep_dir) for trial in study.get_trials(deepcopy=False)):
+        return  # not a rerun of this folder's search (a study in memory starts afresh each run)
+    try:
+        saved = json.loads((Path(sweep_dir) / SAMPLER_STATE).read_text())
+    except (OSError, ValueError):
+        return
+    if saved.get("sampler") != type(study.sampler).__name__:
+        log.warning("%s was saved by another sampler (%s): not restored", SAMPLER_STATE, saved.get("sampler"))
+        return
+    generators = random_states(study.sampler)
+    for name, (kind, keys, pos, has_gauss, cached) in saved["random_states"].items():
+        if name in generators:
+            generators[name].set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    log.info("the sampler goes on from its state in %s", Path(sweep_dir) / SAMPLER_STATE)
+
+
+def in_order_grid(sampler_cfg: dict[str, Any]) -> dict[str, Any]:
+    """A sampler's config (``_target_`` and arguments) with Optuna's grid sampler, however it was named (the
+    ``grid`` option, an upstream config's ``_target_``), made InOrderGridSampler: the same cells in the same order,
+    kept on resume."""
+    if sampler_cfg.get("_target_") == "optuna.samplers.GridSampler":
+        return {**sampler_cfg, "_target_": f"{__name__}.{InOrderGridSampler.__name__}"}
+    return sampler_cfg
+
+
+class InOrderGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler (the cells shuffled by ``seed``), each new trial given the first cell of that order
+    that no trial has taken. Optuna's gives trial n cell n, but a retried trial takes a number of its own: a
+    resumed grid then ran its cells in another order (with a pruner, other verdicts: successive halving compares a
+    cell with those that reported before it). Uninterrupted, the order is Optuna's; once every cell is taken,
+    Optuna's choice (a cell not finished)."""
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if "grid_id" in trial.system_attrs or "fixed_params" in trial.system_attrs:
+            return  # a retry or an enqueued trial: its cell is set
+        trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
+        ours = [t.system_attrs for t in trials if self._same_search_space(t.system_attrs.get("search_space", {}))]
+        taken = {attrs["grid_id"] for attrs in ours if "grid_id" in attrs}
+        free = [grid_id for grid_id in range(len(self._all_grids)) if grid_id not in taken]
+        if not free:
+            super().before_trial(study, trial)
+            return
+        study._storage.set_trial_system_attr(trial._trial_id, "search_space", self._search_space)
+        study._storage.set_trial_system_attr(trial._trial_id, "grid_id", free[0])

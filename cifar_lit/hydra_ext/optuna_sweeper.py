@@ -40,6 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
+from cifar_lit.hydra_ext import optuna_resume as resume
 from cifar_lit.hydra_ext import optuna_workers as workers
 from cifar_lit.hydra_ext.hydra_compat import whitelist_kwargs
 from cifar_lit.hydra_ext.job_name import TRIAL_CALLBACK
@@ -181,16 +182,16 @@ class OptunaSearch:
         check_sampler(self.sampler_config())  # not at the trial that first needs its package
 
     def create_study(self, space: dict[str, BaseDistribution]) -> optuna.Study:
-        sampler_cfg = self.sampler_config()
+        sampler_cfg = resume.in_order_grid(self.sampler_config())  # Optuna's grid, its order kept on resume
         extra = {"search_space": grid_of(space)} if self.is_grid() else {}
         directions = self.study_directions()
         with study_lock(self.storage, self.study_name):  # workers starting together: one creates tables and study
             storage = self.storage and open_storage(self.storage, self.heartbeat_interval, self.grace_period)
             earlier = workers.previous_trials(self.study_name, storage) if storage else 0
-            # A resumed search: the random draws (RandomSampler, TPE's startup trials) come from the seed, not from
-            # the stored trials, and would repeat the first search's; a worker's differ from the others' (its
-            # folder). Not the grid's: its seed is the order of its cells (trial n runs cell n), which must stay that
-            # of the trials stored.
+            # A search in a new folder on a stored study (a rerun in the folder restores the sampler's state instead:
+            # resume_sampler): the random draws come from the seed, not from the stored trials, and would repeat the
+            # first search's; a worker's differ from the others' (its folder). Not the grid's: its seed is the order
+            # of its cells, which must stay that of the trials stored.
             if sampler_cfg.get("seed") is not None and not self.is_grid():
                 sampler_cfg["seed"] += earlier
                 if self.n_trials_of == "study":
@@ -254,6 +255,7 @@ class OptunaSearch:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         retry_dead_trials(study, sweep_dir)
+        resume.resume_sampler(study, sweep_dir)  # a rerun in the folder: the draws go on where they stopped
         # n_trials_of=folder: the sweep folder's trials, so a rerun in it runs what is left (optuna_resume)
         self.folder_left = None if self.n_trials is None else max(0, self.n_trials - finished_jobs(study, sweep_dir))
         if self.is_grid() and not remaining_cells(study, space):  # a resumed grid runs the cells not finished
