@@ -6,8 +6,9 @@ time however fast the machine is, while the sweep's command stays the same from 
 The fuse (JSON) names the job (``hydra.job.num``) and the point: ``{"job": 2, "step": 50}`` after optimizer step
 50; ``{"job": 3, "epoch": 1, "file": "last.ckpt"}`` in the middle of writing that checkpoint in that epoch: the
 product's own CheckpointIO writes it, its ``torch.save`` writing half the bytes before the kill, as a crash
-mid-write would; ``{"job": 0, "at": "job end"}`` (KillAtJobEnd) once the job has returned, its run.json written,
-before the sweeper hears of it (an Optuna search has not told the trial). The fuse is removed before the kill: the
+mid-write would; ``{"job": 2, "at": "test"}`` as the final test starts (the fit done and saved, run.json not yet
+finished); ``{"job": 0, "at": "job end"}`` (KillAtJobEnd) once the job has returned, its run.json written, before
+the sweeper hears of it (an Optuna search has not told the trial). The fuse is removed before the kill: the
 rerun of the same command runs through. Without a fuse the callbacks do nothing.
 """
 
@@ -63,6 +64,10 @@ class KillFromFuse(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         if self.armed(step=trainer.global_step):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.armed(at="test"):
             os.kill(os.getpid(), signal.SIGKILL)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

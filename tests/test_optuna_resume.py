@@ -73,9 +73,24 @@ SEARCHES = {
         "model.classifier.dropout=0",
     ],
 }
-# the checkpoint write each search is killed in: job 2's first epoch in the grid (the cell the pruner has just
-# stopped: no last.ckpt yet, its retry starts again), its last in TPE (the retry resumes from epoch 0's last.ckpt)
-WRITE_KILLED = {"pruned grid": 0, "tpe": 1}
+# Where each search is killed, a rerun after each kill: once job 0 has returned (its trial not told yet), in job 1's
+# second epoch (step 50), while job 2 writes its last.ckpt, and as a job's final test starts. The grid's job 2 is
+# the cell the pruner stops after its first epoch: killed while writing that epoch's last.ckpt (its retry starts
+# again and must stop there too), then in its test (its retry resumes past that epoch: nothing to train).
+KILLS = {
+    "pruned grid": [
+        {"job": 0, "at": "job end"},
+        {"job": 1, "step": 50},
+        {"job": 2, "epoch": 0, "file": "last.ckpt"},
+        {"job": 2, "at": "test"},
+    ],
+    "tpe": [
+        {"job": 0, "at": "job end"},
+        {"job": 1, "step": 50},
+        {"job": 2, "epoch": 1, "file": "last.ckpt"},
+        {"job": 3, "at": "test"},
+    ],
+}
 
 
 def chaos_args(synthetic_root: Path, tmp_path: Path, sweep: Path, search: str) -> list[str]:
@@ -118,25 +133,24 @@ def folder_names(sweep: Path) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("search", list(SEARCHES))
-def test_a_search_killed_at_a_job_end_mid_epoch_and_mid_checkpoint_write_ends_as_an_uninterrupted_one(
+def test_a_search_killed_at_several_points_and_rerun_each_time_ends_as_an_uninterrupted_one(
     search, synthetic_root, tmp_path
 ):
-    """Issue 32's chaos test for Optuna: a pruned grid and a 4-trial TPE search are SIGKILLed once job 0 has
-    returned (its trial not told yet), in job 1's second epoch, and while job 2 writes its last.ckpt, the same
-    command rerun after each. Each rerun fails the trial left RUNNING and retries it in its job folder (job 0's
-    returns its recorded metrics, job 1's resumes from its last.ckpt), then goes on as the uninterrupted search
-    would: the same cells or draws in the same job folders, the pruner's same verdicts, the same summary."""
+    """Issue 32's chaos test for Optuna: a pruned grid and a 4-trial TPE search are SIGKILLed at the points KILLS
+    names, the same command rerun after each. Each rerun fails the trial left RUNNING and retries it in its job
+    folder (job 0's returns its recorded metrics, the others resume from their last.ckpt), then goes on as the
+    uninterrupted search would: the same cells or draws in the same job folders, the pruner's same verdicts, the
+    same summary."""
     whole = tmp_path / "whole"
     result = run_cli("train", *chaos_args(synthetic_root, tmp_path, whole, search))
     assert result.returncode == 0, result.stderr[-3000:]
 
     sweep, fuse = tmp_path / "killed", tmp_path / "fuse"
     args = chaos_args(synthetic_root, tmp_path, sweep, search)
-    kills = [{"job": 0, "at": "job end"}, {"job": 1, "step": 50}]  # step 50: job 1's second epoch
-    kills.append({"job": 2, "epoch": WRITE_KILLED[search], "file": "last.ckpt"})  # half of it written, then killed
-    for job, point in enumerate(kills):
+    for point in KILLS[search]:
         fuse.write_text(json.dumps(point))
         result = run_cli("train", *args)
+        job = point["job"]
         assert folder_names(sweep) == folder_names(whole)[: job + 1]  # the uninterrupted search's next cell or draw
         assert killed(result) and not fuse.exists(), result.stderr[-3000:]
         assert load_optuna_study(sweep).trials[-1].state.name == "RUNNING"  # left by the dead search
@@ -150,10 +164,10 @@ def test_a_search_killed_at_a_job_end_mid_epoch_and_mid_checkpoint_write_ends_as
     result = run_cli("train", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     trials = load_optuna_study(sweep).trials
-    assert [t.state.name for t in trials].count("FAIL") == 3  # the three dead trials, each retried once
+    assert [t.state.name for t in trials].count("FAIL") == len(KILLS[search])  # each dead trial retried once
     assert record(job_folder(sweep, 0)) == first_job  # finished before the first kill: never trained again
-    assert "resumed_at" in record(job_folder(sweep, 1))  # the retry, in the dead trial's folder, from its last.ckpt
-    assert ("resumed_at" in record(job_folder(sweep, 2))) == (WRITE_KILLED[search] == 1)
+    resumed = {point["job"] for point in KILLS[search][1:]}  # their last retries, from their own last.ckpt
+    assert all("resumed_at" in record(job_folder(sweep, n)) for n in resumed)
     assert folder_names(sweep) == folder_names(whole)
     assert outcomes(sweep) == outcomes(whole)  # the retries kept the dead trials' reports
     assert summary(sweep) == summary(whole)
