@@ -69,7 +69,7 @@ def test_every_optuna_sampler_and_pruner_option_builds_its_study(sampler, pruner
     space, _ = search_space(search.params, grid_only)
     study = search.create_study(space)
     assert set(study.ask(space).params) == set(space)
-    assert type(study.sampler).__name__.lower().startswith(sampler)
+    assert sampler in type(study.sampler).__name__.lower()  # grid: the project's InOrderGridSampler
     assert type(study.pruner).__name__.lower().startswith(pruner.replace("_", "").replace("none", "nop"))
     assert (tmp_path / "optuna.journal").is_file()
 
