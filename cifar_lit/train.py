@@ -69,7 +69,8 @@ def fit_and_test(cfg: DictConfig, module: L.LightningModule, callbacks: list[Cal
     except SIGTERMException:  # InterruptCheckpoint saved last.ckpt; exit as a process killed by SIGTERM would
         print(f"stopped by SIGTERM; to resume: {resume_hint(cfg)}", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    # a fit resumed at its end validates nothing: the checkpoint's best values are its results
+    metrics = {**module.resumed_results(), **{k: float(v) for k, v in trainer.callback_metrics.items()}}
     metrics["model/params"] = float(sum(p.numel() for p in module.parameters()))  # an objective to minimise
     if (monitor := cfg.get("monitor")) is not None and f"{monitor}_best" not in metrics:
         # what check_monitor could not foresee (validation on a clock, ranks unknown): no result is a failure, not

@@ -231,6 +231,9 @@ class RunProvenance(Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         split = self.monitor_best.split("/")[0]  # the final accuracy of the monitored split, when it was logged
         self._final_eval = [f"{split}/acc"] if f"{split}/acc" in trainer.callback_metrics else []
+        if trainer.is_global_zero and self.record and trainer.ckpt_path and hasattr(pl_module, "resumed_results"):
+            best = pl_module.resumed_results().get(self.monitor_best)  # a fit resumed at its end logs nothing
+            self.record["metrics"] |= {} if best is None else {self.monitor_best: best}
         self._stage_done(trainer, (self.monitor_best,), write_hparams=not self.hparams_after_test)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

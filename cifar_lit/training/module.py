@@ -6,6 +6,7 @@ saved with ``save_hyperparameters()``, so ``BlockClassifier.load_from_checkpoint
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
@@ -213,6 +214,17 @@ class BlockClassifier(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._resumed_best_accuracy = checkpoint.get("best_accuracy", {})
         self._resumed_best_monitor = checkpoint.get("best_monitor", {})
+
+    def resumed_results(self) -> dict[str, float]:
+        """The best values the checkpoint this fit resumed from holds (``<split>/acc_best``, ``<monitor>_best``):
+        the results of a fit resumed at its end (its epochs all done, or a retried Optuna trial stopped where its
+        pruner had stopped it), which validates nothing and so logs none. Empty when it did not resume."""
+        resumed = getattr(self, "_resumed_best_accuracy", {})
+        results = {f"{name.replace('_', '/', 1)}_best": v for name, v in resumed.items() if math.isfinite(v)}
+        monitor = getattr(self, "_resumed_best_monitor", {})
+        if self.monitor is not None and monitor.get("monitor") == self.monitor:
+            results[f"{self.monitor}_best"] = monitor["value"]
+        return results
 
     def on_validation_epoch_start(self) -> None:
         """Under DDP without SyncBatchNorm (CPU, or ``sync_batchnorm=false``) each rank's BatchNorm running
