@@ -8,7 +8,9 @@ The fuse (JSON) names the job (``hydra.job.num``) and the point: ``{"job": 2, "s
 product's own CheckpointIO writes it, its ``torch.save`` writing half the bytes before the kill, as a crash
 mid-write would; ``{"job": 2, "at": "test"}`` as the final test starts (the fit done and saved, run.json not yet
 finished); ``{"job": 0, "at": "job end"}`` (KillAtJobEnd) once the job has returned, its run.json written, before
-the sweeper hears of it (an Optuna search has not told the trial). The fuse is removed before the kill: the
+the sweeper hears of it (an Optuna search has not told the trial). ``{"job": 1, "step": 40, "hold": true}`` does
+not kill: the job stops after that step until something kills it (the test, when the other jobs it runs at once
+have got where it wants them). The fuse is removed before the kill: the
 rerun of the same command runs through. Without a fuse the callbacks do nothing.
 """
 
@@ -19,6 +21,7 @@ import io
 import json
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +68,9 @@ class KillFromFuse(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         if self.armed(step=trainer.global_step):
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.armed(step=trainer.global_step, hold=True):
+            while True:
+                time.sleep(1)
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.armed(at="test"):

@@ -13,7 +13,8 @@
 - what a run leaves: ``scalars``/``scalar_events``/``load_events`` (its TensorBoard events), ``hparams_summaries``/
   ``hparam_value`` (its HPARAMS entry), ``load_optuna_study`` (a search's study), ``read_csv``/``read_rows``,
   ``files_containing`` (which files of a folder hold a text, e.g. a secret that must be nowhere), ``job_folder``/
-  ``job_folders`` (a sweep's job folders by number, whatever their names), ``checkpoint_files``;
+  ``job_folders`` (a sweep's job folders by number, whatever their names), ``checkpoint_files``,
+  ``one_done_one_saved`` (when to kill a two-job sweep);
 - the Optuna sweeper without a sweep: ``optuna_search`` (the search a composed config would run).
 """
 
@@ -472,6 +473,18 @@ def job_folders(sweep: Path) -> dict[int, Path]:
 def job_folder(sweep: Path, number: int) -> Path:
     """Job ``number``'s folder in ``sweep`` (KeyError when the sweep has none)."""
     return job_folders(sweep)[number]
+
+
+def one_done_one_saved(sweep: Path) -> bool:
+    """Whether job 0 of a two-job sweep has finished (its run.json says so) and job 1 has saved a last.ckpt but not
+    finished: killed now, the sweep leaves one job to read back and one to resume (jobs run at once: joblib, SLURM)."""
+    from cifar_lit.hydra_ext.job_resume import read_record
+
+    jobs = job_folders(sweep) if sweep.is_dir() else {}
+    if not {0, 1} <= set(jobs) or not (jobs[1] / "checkpoints" / "last.ckpt").is_file():
+        return False
+    done = [(read_record(jobs[n] / "run.json") or {}).get("status") == "finished" for n in (0, 1)]
+    return done == [True, False]
 
 
 def checkpoint_files(job: Path) -> list[str]:

@@ -13,6 +13,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from tests.conftest import (
     SMALL_BLOCKS,
+    TINY_BLOCKS,
     chaos_overrides,
     checkpoint_epoch,
     checkpoint_files,
@@ -20,6 +21,7 @@ from tests.conftest import (
     job_folder,
     job_folders,
     killed,
+    one_done_one_saved,
     read_csv,
     run_cli,
     synthetic_overrides,
@@ -115,6 +117,42 @@ def test_a_grid_killed_between_jobs_mid_epoch_and_mid_checkpoint_write_ends_as_a
     assert {n: checkpoint_files(job) for n, job in job_folders(sweep).items()} == {
         n: checkpoint_files(job) for n, job in job_folders(whole).items()
     }
+
+
+@pytest.mark.slow
+def test_a_grid_on_joblib_workers_killed_with_its_workers_and_rerun_runs_each_cell_once(synthetic_root, tmp_path):
+    """hydra/launcher=joblib, both jobs at once in worker processes: the sweep and its workers SIGKILLed once job 0
+    has finished and job 1 has saved its first epoch (held in its second: tests/chaos_helper.py); the same command
+    again reads job 0 back from its run.json, resumes job 1 from its last.ckpt, and the summary has each cell once."""
+    sweep, fuse = tmp_path / "sweep", tmp_path / "fuse"
+    args = [
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "threads=1",
+        "optimizer.lr=0.01,0.003",
+        "trainer.max_epochs=2",
+        "test=false",
+        f"model.blocks={TINY_BLOCKS}",
+        "~callbacks.progress_bar",
+        *synthetic_overrides(synthetic_root, tmp_path / "cache"),
+        "data.batch_size=8",  # 38 steps an epoch
+        *chaos_overrides(fuse),
+        f"hydra.sweep.dir={sweep}",
+    ]
+    fuse.write_text(json.dumps({"job": 1, "step": 40, "hold": True}))
+    crash_when(args, lambda: one_done_one_saved(sweep), "job 0 finished and job 1's first checkpoint")
+    first_job = record(job_folder(sweep, 0))
+    result = run_cli("train", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
+    assert record(job_folder(sweep, 0)) == first_job  # read back, not trained again
+    assert record(job_folder(sweep, 1))["status"] == "finished" and "resumed_at" in record(job_folder(sweep, 1))
+    assert sorted((row["job"], row["epochs"], row["status"]) for row in read_csv(sweep / "summary.csv")) == [
+        ("0", "2", "ok"),
+        ("1", "2", "ok"),
+    ]
+    assert sorted(job_folders(sweep)) == [0, 1]
 
 
 def test_a_sweep_begun_with_numbered_job_folders_resumes_in_them(synthetic_root, tmp_path):
