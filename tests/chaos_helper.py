@@ -9,8 +9,8 @@ product's own CheckpointIO writes it, its ``torch.save`` writing half the bytes 
 mid-write would; ``{"job": 2, "at": "test"}`` as the final test starts (the fit done and saved, run.json not yet
 finished); ``{"job": 0, "at": "job end"}`` (KillAtJobEnd) once the job has returned, its run.json written, before
 the sweeper hears of it (an Optuna search has not told the trial). ``{"job": 1, "step": 40, "hold": true}`` does
-not kill: the job stops after that step until something kills it (the test, when the other jobs it runs at once
-have got where it wants them). The fuse is removed before the kill: the
+not kill: the job stops after that step, its process id in ``<fuse>.held``, until something kills it (the test,
+once the jobs running beside it have got where it wants them). The fuse is removed before the kill: the
 rerun of the same command runs through. Without a fuse the callbacks do nothing.
 """
 
@@ -69,6 +69,7 @@ class KillFromFuse(Callback):
         if self.armed(step=trainer.global_step):
             os.kill(os.getpid(), signal.SIGKILL)
         if self.armed(step=trainer.global_step, hold=True):
+            self.fuse.with_name(f"{self.fuse.name}.held").write_text(str(os.getpid()))
             while True:
                 time.sleep(1)
 

@@ -10,6 +10,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -21,11 +22,14 @@ from tests.conftest import (
     CLI_ENV,
     ROOT,
     TINY_BLOCKS,
+    chaos_overrides,
     checkpoint_epoch,
     cli_command,
+    crash_when,
     ddp_overrides,
     files_by_folder,
     job_folder,
+    one_done_one_saved,
     per_epoch,
     read_csv,
     resume_overrides,
@@ -217,6 +221,37 @@ def test_the_time_limit_warning_requeues_the_job_which_resumes_in_its_folder_and
         assert per_epoch(resumed, tag) == per_epoch(expected, tag), tag
     record = json.loads((run_dir / RUN_FILE).read_text())
     assert record["status"] == "finished" and len(record["resumed_at"]) == 1 and record["slurm_job_id"] == job
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_slurm_sweep_killed_with_a_job_and_rerun_reads_one_job_back_and_resumes_the_other(synthetic_root, tmp_path):
+    """hydra/launcher=slurm: the sweep's process SIGKILLed once job 0 has finished and job 1 has saved an epoch
+    (held in its second: tests/chaos_helper.py), then job 1's training process, which SLURM runs on (as a node's
+    OOM killer would: scancel's SIGTERM first would let it save). The same command and hydra.sweep.dir submit both
+    jobs again: job 0 returns its recorded metrics, job 1 resumes from its last.ckpt, each cell once."""
+    sweep, fuse = tmp_path / "sweep", tmp_path / "fuse"
+    training = [arg for arg in tiny_training(synthetic_root, tmp_path) if not arg.startswith("trainer.max_epochs=")]
+    grid = ["optimizer.lr=0.01,0.003", "trainer.max_epochs=2", "data.batch_size=8"]  # 38 steps an epoch
+    args = ["-m", *launcher_overrides(), *training, *grid, *chaos_overrides(fuse), f"hydra.sweep.dir={sweep}"]
+    fuse.write_text(json.dumps({"job": 1, "step": 40, "hold": True}))
+    crash_when(args, lambda: one_done_one_saved(sweep), "job 0 finished and job 1's first checkpoint")
+    held = json.loads((job_folder(sweep, 1) / RUN_FILE).read_text())["slurm_job_id"]
+    os.kill(int(fuse.with_name("fuse.held").read_text()), signal.SIGKILL)
+    squeue = ["squeue", "-h", "-j", held]
+    wait_for(lambda: not subprocess.run(squeue, capture_output=True, text=True).stdout.strip(), "job 1's end")
+    first_job = json.loads((job_folder(sweep, 0) / RUN_FILE).read_text())
+
+    result = run_cli("train", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads((job_folder(sweep, n) / RUN_FILE).read_text()) for n in (0, 1)]
+    assert records[0] == first_job  # read back in its new SLURM job, not trained again
+    assert records[1]["status"] == "finished" and "resumed_at" in records[1] and records[1]["slurm_job_id"] != held
+    assert sorted((row["job"], row["status"]) for row in read_csv(sweep / "summary.csv")) == [("0", "ok"), ("1", "ok")]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")) == [
+        "0_lr=0.01",
+        "1_lr=0.003",
+    ]
 
 
 def free_port() -> int:
