@@ -121,9 +121,10 @@ def test_a_grid_killed_between_jobs_mid_epoch_and_mid_checkpoint_write_ends_as_a
 
 @pytest.mark.slow
 def test_a_grid_on_joblib_workers_killed_with_its_workers_and_rerun_runs_each_cell_once(synthetic_root, tmp_path):
-    """hydra/launcher=joblib, both jobs at once in worker processes: the sweep and its workers SIGKILLed once job 0
-    has finished and job 1 has saved its first epoch (held in its second: tests/chaos_helper.py); the same command
-    again reads job 0 back from its run.json, resumes job 1 from its last.ckpt, and the summary has each cell once."""
+    """hydra/launcher=joblib, both jobs at once in worker processes, one thread each: the sweep and its workers
+    SIGKILLed once job 0 has finished and job 1 has saved its first epoch (held in its second: tests/chaos_helper.py);
+    the same command again reads job 0 back from its run.json, resumes job 1 from its last.ckpt, and the summary has
+    each cell once."""
     sweep, fuse = tmp_path / "sweep", tmp_path / "fuse"
     args = [
         "-m",
@@ -153,6 +154,8 @@ def test_a_grid_on_joblib_workers_killed_with_its_workers_and_rerun_runs_each_ce
         ("1", "2", "ok"),
     ]
     assert sorted(job_folders(sweep)) == [0, 1]
+    for job in job_folders(sweep).values():
+        assert (job / "checkpoints" / "last.ckpt").is_file() and "torch threads: 1" in (job / "train.log").read_text()
 
 
 def test_a_sweep_begun_with_numbered_job_folders_resumes_in_them(synthetic_root, tmp_path):

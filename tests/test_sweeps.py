@@ -1,5 +1,6 @@
-"""Sweeps beyond Hydra's basic ones: the Optuna search (SQLite study, failed trials), the joblib launcher (parallel
-jobs, threads per job) and the SLURM launcher's config."""
+"""Sweeps beyond Hydra's basic ones: the Optuna search (SQLite study, failed trials), the joblib launcher (Optuna
+trials on its workers; a grid's parallel jobs with their threads, killed and resumed: tests/test_sweep_resume.py)
+and the SLURM launcher's config."""
 
 from __future__ import annotations
 
@@ -325,16 +326,3 @@ def test_a_search_space_the_sampler_cannot_take_is_one_line(tmp_path):
         result.stderr.strip().splitlines()[-1]
         == "error: the grid sampler takes choice and range sweeps only, not interval"
     )
-
-
-@pytest.mark.slow
-def test_joblib_launcher_runs_jobs_in_parallel_with_their_threads(synthetic_root, tmp_path):
-    sweep = tmp_path / "sweep"
-    overrides = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1", "optimizer.lr=0.01,0.005"]
-    result = run_cli("train", "-m", *overrides, f"hydra.sweep.dir={sweep}", *quick_overrides(synthetic_root, tmp_path))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Joblib.Parallel(n_jobs=2" in result.stderr + result.stdout
-    for job in (sweep / "0_lr=0.01", sweep / "1_lr=0.005"):
-        assert (job / "checkpoints" / "last.ckpt").is_file()
-        assert "torch threads: 1" in (job / "train.log").read_text()
-    assert sorted((r["job"], r["status"]) for r in read_csv(sweep / "summary.csv")) == [("0", "ok"), ("1", "ok")]
