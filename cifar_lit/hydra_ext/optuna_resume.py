@@ -17,11 +17,12 @@ before its job is launched. A rerun in that folder then knows its own trials:
 * a retried trial is launched with its dead trial's job number, so Hydra gives it the same job folder
   (cifar_lit.hydra_ext.job_name), where the job resumes from its ``checkpoints/last.ckpt`` or returns the metrics
   its run.json records (cifar_lit.hydra_ext.job_resume); new trials take the numbers after the folder's last job;
-* new trials are those the uninterrupted search would have asked: the sampler's random generators are saved in
-  the folder (``optuna_sampler.json``) before each launch and restored by the rerun, so TPE, random or CMA-ES go on
-  drawing where they stopped (a sampler seeded anew would repeat the first draws, one whose seed is shifted would
-  draw others); the grid (``InOrderGridSampler``) gives each new trial the first cell of the seed's order that no
-  trial has taken, whatever the trial's number (Optuna's gives trial n cell n, and a retry takes a number).
+* new trials are those the uninterrupted search would have asked: the sampler's random generators (TPE's and its
+  startup RandomSampler's, ...) are saved in the folder (``optuna_sampler.json``) before each launch and restored by
+  the rerun, so the draws go on where they stopped (a sampler seeded anew would repeat the first draws, one whose
+  seed is shifted would draw others); the grid (``InOrderGridSampler``, for Optuna's GridSampler however it was
+  named) gives each new trial the first cell of the seed's order that no trial has taken, whatever the trial's
+  number (Optuna's gives trial n cell n, and a retry takes a number).
 """
 
 from __future__ import annotations
