@@ -445,7 +445,7 @@ def load_optuna_study(sweep: Path):  # noqa: ANN201  (an optuna.Study: optuna is
     from optuna.storages.journal import JournalFileBackend
 
     storage = JournalStorage(JournalFileBackend(str(sweep / "optuna.journal")))
-    return optuna.load_study(study_name="cifar_lit_block_net", storage=storage)
+    return optuna.load_study(study_name=None, storage=storage)  # the journal's one study
 
 
 def optuna_search(cfg: DictConfig):  # noqa: ANN201  (an OptunaSearch: optuna is the sweeps extra's)

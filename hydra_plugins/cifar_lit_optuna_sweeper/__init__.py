@@ -53,7 +53,7 @@ class CifarLitOptunaSweeperConf:
     # _target_ configs, chosen in the groups hydra/sweeper/sampler and hydra/sweeper/pruner (SAMPLERS, PRUNERS below)
     sampler: Any = None
     pruner: Any = None
-    params: dict[str, str] | None = None
+    params: dict[str, str] | None = field(default_factory=dict)  # null too, as upstream's examples may write
 
 
 def seeded(target: str, **kwargs: Any) -> dict[str, Any]:
