@@ -212,3 +212,31 @@ def test_a_dead_trial_is_retried_under_its_job_number_and_new_trials_take_the_ne
     jobs.launch(launcher, trials, [[], []])
     assert launcher.launched == [[1], [3]]
     assert study.trials[4].intermediate_values == {1: 0.5}  # the dead trial's report, kept for the pruner
+
+
+def test_a_retried_trial_counts_once_at_a_successive_halving_rung(tmp_path):
+    """Trials at rung 0 (1 epoch): 0.9, 0.5 (its search died: failed, then retried with its rung value copied),
+    0.4, 0.3. A new trial at 0.8 competes with 5 values, as in a search never stopped: only the best third (0.9)
+    goes on, so it is pruned. Counting the dead trial and its retry both (6 values: the best two go on) let it
+    through."""
+    import optuna
+
+    from cifar_lit.hydra_ext.optuna_resume import SWEEP_DIR, WithoutRetried, folder_key, retry_dead_trials
+
+    halving = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    study = optuna.create_study(direction="maximize", pruner=WithoutRetried(halving))
+    for value in (0.9, 0.5, 0.4, 0.3):
+        trial = study.ask()
+        trial.report(value, 1)
+        trial.should_prune()  # records the rung value
+        if value == 0.5:  # left running by a dead search
+            trial.set_user_attr(SWEEP_DIR, folder_key(tmp_path))
+            trial.set_user_attr("job", 1)
+        else:
+            study.tell(trial, value)
+    assert retry_dead_trials(study, tmp_path) == [1]
+    retry = study.ask()  # the retry, running again: its copied rung value stands for the dead trial's
+    assert study._storage.get_trial(retry._trial_id).system_attrs["completed_rung_0"] == 0.5
+    new = study.ask()
+    new.report(0.8, 1)
+    assert new.should_prune()

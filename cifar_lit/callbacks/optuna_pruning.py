@@ -49,11 +49,11 @@ class OptunaPruning(L.Callback):
         if self._trial is None:
             import optuna
 
+            from cifar_lit.hydra_ext.optuna_resume import WithoutRetried
             from cifar_lit.hydra_ext.optuna_workers import open_storage
 
-            study = optuna.load_study(
-                study_name=self.study_name, storage=open_storage(self.storage), pruner=self.pruner
-            )
+            pruner = WithoutRetried(self.pruner) if self.pruner is not None else None  # a retry counts once
+            study = optuna.load_study(study_name=self.study_name, storage=open_storage(self.storage), pruner=pruner)
             frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == self.trial_number)
             if frozen.state.is_finished():
                 log.warning("Optuna trial %d is %s: not reporting to it", self.trial_number, frozen.state.name)

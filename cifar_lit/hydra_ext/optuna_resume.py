@@ -11,9 +11,9 @@ before its job is launched. A rerun in that folder then knows its own trials:
   does it (``RetryHeartbeatStaleTrialCallback``: a WAITING trial with its parameters, grid cell, user attrs and
   reported epochs), which ``study.ask`` hands out before any new one. This works on every storage, the journal
   file (which has no heartbeat) included; trials of other folders, e.g. other workers sharing a PostgreSQL study,
-  are left alone: their heartbeat tells when their worker died (cifar_lit.hydra_ext.optuna_workers). (The retry
-  copies the system attrs too: successive halving and hyperband then count a rung value of the dead trial twice,
-  its own and its retry's.)
+  are left alone: their heartbeat tells when their worker died (cifar_lit.hydra_ext.optuna_workers). The retry
+  copies the system attrs too, successive halving's rung values included: the jobs' pruner (``WithoutRetried``)
+  leaves the dead trial out, so the pair counts once (Hyperband still counts it twice).
 * a retried trial is launched with its dead trial's job number, so Hydra gives it the same job folder
   (cifar_lit.hydra_ext.job_name), where the job resumes from its ``checkpoints/last.ckpt`` or returns the metrics
   its run.json records (cifar_lit.hydra_ext.job_resume); new trials take the numbers after the folder's last job;
@@ -200,3 +200,31 @@ class InOrderGridSampler(optuna.samplers.GridSampler):
             return
         study._storage.set_trial_system_attr(trial._trial_id, "search_space", self._search_space)
         study._storage.set_trial_system_attr(trial._trial_id, "grid_id", free[0])
+
+
+class WithoutRetried(optuna.pruners.BasePruner):
+    """``pruner`` deciding as if each failed trial that has a retry had never run: the retry stands for it. A
+    retry carries its dead trial's reports and successive halving's rung values (the retry callback copies them),
+    so the pair counted twice at each rung the dead trial had passed, and a resumed pruned grid pruned otherwise
+    than an uninterrupted one. (Hyperband builds a study of its own per bracket, which this cannot filter.)"""
+
+    def __init__(self, pruner: optuna.pruners.BasePruner) -> None:
+        self.pruner = pruner
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        return self.pruner.prune(StudyWithoutRetried(study), trial)
+
+
+class StudyWithoutRetried:
+    """``study`` whose ``get_trials`` leaves out the failed trials that have a retry (the pruners' only view of the
+    other trials); everything else is the study's."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def get_trials(self, deepcopy: bool = True, states: Sequence[TrialState] | None = None) -> list[FrozenTrial]:
+        again = retried(self._study.get_trials(deepcopy=False))
+        return [t for t in self._study.get_trials(deepcopy=deepcopy, states=states) if t.number not in again]
