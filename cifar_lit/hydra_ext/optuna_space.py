@@ -42,6 +42,20 @@ def distribution(override: Override) -> BaseDistribution:
     raise ValueError(f"{override.input_line}: the Optuna sweeper takes choice, range and interval sweeps")
 
 
+def quoted(value: str) -> str:
+    """``value`` as a quoted string of Hydra's override syntax."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def override_value(value: Any) -> str:
+    """``value`` (a scalar, or a flat dict such as a pruner's config) in Hydra's override syntax."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{key}:{override_value(item)}" for key, item in value.items()) + "}"
+    if value is None:
+        return "null"
+    return quoted(value) if isinstance(value, str) else str(value)
+
+
 def config_key(override: Override) -> str:
     """The config key an override sets, whatever its prefix: ``++optimizer.lr=0.5`` sets ``optimizer.lr``."""
     key = override.key_or_group

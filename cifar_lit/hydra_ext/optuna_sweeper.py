@@ -48,7 +48,15 @@ from cifar_lit.hydra_ext.optuna_attrs import name_objectives
 from cifar_lit.hydra_ext.optuna_results import tell, write_results
 from cifar_lit.hydra_ext.optuna_resume import JobNumbers, finished_jobs, retry_dead_trials
 from cifar_lit.hydra_ext.optuna_sampler import check_sampler
-from cifar_lit.hydra_ext.optuna_space import grid_of, plain_config, pruner_config, remaining_cells, search_space
+from cifar_lit.hydra_ext.optuna_space import (
+    grid_of,
+    override_value,
+    plain_config,
+    pruner_config,
+    quoted,
+    remaining_cells,
+    search_space,
+)
 from cifar_lit.hydra_ext.optuna_workers import open_storage, study_lock
 from cifar_lit.reporting.secrets import STORAGE_ENV, STORAGE_FROM_ENV, mask_secrets
 from cifar_lit.training.monitor import DIRECTIONS, objective_directions, objective_names
@@ -59,19 +67,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PRUNING_CALLBACK = f"+{TRIAL_CALLBACK}"
-
-
-def quoted(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def override_value(value: Any) -> str:
-    """``value`` (a scalar, or a flat dict such as a pruner's config) in Hydra's override syntax."""
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{key}:{override_value(item)}" for key, item in value.items()) + "}"
-    if value is None:
-        return "null"
-    return quoted(value) if isinstance(value, str) else str(value)
 
 
 class OptunaSearch:
