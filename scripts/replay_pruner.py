@@ -6,7 +6,7 @@ val/acc of the same cell in the full grid), so a pruned grid is the full grid's 
 the grid's cells in the order Optuna's grid sampler gives them for a sampler seed (the grid's ``seed``, as
 ``hparams_search=pruned_grid`` uses it, then seed+1, ... with ``--orders``), each reporting its recorded val/acc
 epoch by epoch to the pruner that ``hparams_search=pruned_grid`` and the OVERRIDEs configure (for example
-``hydra.sweeper.pruner.reduction_factor=4`` or ``hydra/sweeper/optuna_pruner=median``) and stopping where it says.
+``hydra.sweeper.pruner.reduction_factor=4`` or ``hydra/sweeper/pruner=median``) and stopping where it says.
 It prints, per order, the epochs trained, the cell chosen (the best of those run to the end, as the study's best
 trial) and how far below the grid's best it is; then the fewest epochs any successive halving that ranks the cells
 by val/acc could have spent on this grid, knowing the outcome (``hindsight_epochs``); last, against
