@@ -240,3 +240,36 @@ def test_a_retried_trial_counts_once_at_a_successive_halving_rung(tmp_path):
     new = study.ask()
     new.report(0.8, 1)
     assert new.should_prune()
+
+
+@pytest.mark.parametrize("grid", [False, True])
+def test_a_trial_asked_but_never_launched_by_a_dead_search_is_asked_again(tmp_path, grid):
+    """The search died between asking trial 1 and launching its job: the trial, marked with the folder when asked,
+    is RUNNING without a job folder. A rerun in the folder fails it; on a grid it is retried (it holds a cell no
+    other trial would take: before, the grid ended a cell short), elsewhere the sampler asks it again. Either way it
+    is not counted as a finished job, and the next job number is 1."""
+    import optuna
+
+    from cifar_lit.hydra_ext.optuna_resume import (
+        ASKED_IN,
+        JOB,
+        SWEEP_DIR,
+        JobNumbers,
+        finished_jobs,
+        folder_key,
+        retry_dead_trials,
+    )
+
+    sampler = optuna.samplers.GridSampler({"x": [1, 2, 3]}, seed=0) if grid else optuna.samplers.RandomSampler(0)
+    study = optuna.create_study(sampler=sampler)
+    done = study.ask({"x": optuna.distributions.CategoricalDistribution([1, 2, 3])})
+    done.set_user_attr(SWEEP_DIR, folder_key(tmp_path))
+    done.set_user_attr(JOB, 0)
+    study.tell(done, 1.0)
+    asked = study.ask({"x": optuna.distributions.CategoricalDistribution([1, 2, 3])})
+    asked.set_user_attr(ASKED_IN, folder_key(tmp_path))  # as OptunaSearch.ask marks it; then the search died
+
+    assert retry_dead_trials(study, tmp_path) == ([asked.number] if grid else [])
+    states = [t.state.name for t in study.get_trials()]
+    assert states == (["COMPLETE", "FAIL", "WAITING"] if grid else ["COMPLETE", "FAIL"])
+    assert finished_jobs(study, tmp_path) == 1 and JobNumbers(study, tmp_path).next == 1

@@ -46,7 +46,8 @@ from cifar_lit.reporting.sweeps import job_number
 
 log = logging.getLogger(__name__)
 
-SWEEP_DIR, JOB = "sweep_dir", "job"  # the user attrs a trial's job is found by
+SWEEP_DIR, JOB = "sweep_dir", "job"  # the user attrs a trial's job is found by (set when it is launched)
+ASKED_IN = "asked_in"  # the user attr of the sweep folder whose search asked the trial (set when it is asked)
 SAMPLER_STATE = "optuna_sampler.json"  # in the sweep folder: the sampler's random generators after its last ask
 
 # Optuna >= 4.9's name; RetryFailedTrialCallback (deprecated there) before
@@ -73,16 +74,28 @@ def in_folder(trial: FrozenTrial, sweep_dir: str | Path) -> bool:
 
 def retry_dead_trials(study: optuna.Study, sweep_dir: str | Path) -> list[int]:
     """Fail the folder's trials left RUNNING (their search died: a rerun in the folder is its only search) and
-    queue a retry of each, its reported epochs kept (a pruner's next decision sees them); returns their numbers."""
-    dead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if in_folder(t, sweep_dir)]
+    queue a retry of each, its reported epochs kept (a pruner's next decision sees them); returns the numbers of
+    those retried. A trial asked here but never launched (the search died before numbering its job: ``asked_in``
+    is the folder, ``sweep_dir`` is not) has nothing to resume: it is retried only when it holds a grid cell (no
+    other trial would take it) or is a retry itself; else the sampler, restored to its state before that ask
+    (resume_sampler), asks the same trial again."""
+    folder = folder_key(sweep_dir)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    dead = [t for t in running if in_folder(t, sweep_dir) or t.user_attrs.get(ASKED_IN) == folder]
+    again = []
     for trial in dead:
         study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        if not in_folder(trial, sweep_dir) and not {"grid_id", "failed_trial"} & set(trial.system_attrs):
+            log.warning("trial %d was asked but never launched by a dead search: failed, asked again", trial.number)
+            continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
             retry = RetryCallback(inherit_intermediate_values=True)
         retry(study, study._storage.get_trial(trial._trial_id))
-        log.warning("trial %d (job %s) was left running by a dead search: retried", trial.number, trial.user_attrs[JOB])
-    return [t.number for t in dead]
+        job = trial.user_attrs[JOB] if in_folder(trial, sweep_dir) else "not launched"
+        log.warning("trial %d (job %s) was left running by a dead search: retried", trial.number, job)
+        again.append(trial.number)
+    return again
 
 
 def finished_jobs(study: optuna.Study, sweep_dir: str | Path) -> int:

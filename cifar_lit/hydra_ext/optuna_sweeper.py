@@ -232,6 +232,7 @@ class OptunaSearch:
     def ask(self, study: optuna.Study, space: dict[str, BaseDistribution]) -> optuna.Trial:
         """A trial of ``space``, extended by ``custom_search_space`` (upstream's: f(config, trial) suggests more)."""
         trial = study.ask(space)
+        trial.set_user_attr(resume.ASKED_IN, resume.folder_key(self.config.hydra.sweep.dir))  # found by a rerun there
         if self.custom_search_space:
             get_method(self.custom_search_space)(self.config, trial)
         return trial
