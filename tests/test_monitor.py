@@ -62,9 +62,9 @@ def test_checkpoint_early_stopping_and_study_follow_the_monitor(tmp_path):
         )
         callbacks = OmegaConf.to_container(cfg.callbacks, resolve=True)
         assert (callbacks["model_checkpoint"]["mode"], callbacks["early_stopping"]["mode"]) == (mode, mode)
-        assert optuna_search(cfg).study_directions() == [direction]
+        assert optuna_search(cfg).directions == [direction]
     explicit = ["monitor=val/loss", "hparams_search=optuna", "hydra.sweeper.direction=maximize"]
-    assert optuna_search(compose_train(explicit, output_dir=tmp_path)).study_directions() == ["maximize"]
+    assert optuna_search(compose_train(explicit, output_dir=tmp_path)).directions == ["maximize"]
 
 
 def test_a_min_best_survives_a_resume():

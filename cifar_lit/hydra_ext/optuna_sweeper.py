@@ -13,10 +13,6 @@ A search exits with status 1 when a trial failed, at its end, or, with ``hydra.s
 (upstream's name), as soon as more than that fraction of the trials it ran failed (a search whose trials were all
 pruned is the pruner's verdict and exits 0).
 
-The study's directions are the objectives' (cifar_lit.training.monitor: a job returns ``<monitor>_best``, so
-``monitor=val/loss`` is minimised; ``objectives=[...]`` several) unless ``hydra.sweeper.direction`` says otherwise;
-the pruners read them from the study, so they prune the trials that are worse that way.
-
 A storage given through $CIFAR_LIT_OPTUNA_STORAGE (the configs' default when set) reaches the jobs as
 ``${oc.env:CIFAR_LIT_OPTUNA_STORAGE}``, read by each job from its environment: its value, an RDB URL's password
 included, is then in no override, no ``.hydra/`` file and no run.json (cifar_lit.reporting.secrets). Several searches
@@ -28,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -115,12 +112,18 @@ class OptunaSearch:
         callback that reports epochs to the trial, and their objectives' directions can be inferred."""
         return self.config is not None and "monitor" in self.config and "callbacks" in self.config
 
-    def study_directions(self) -> list[str]:
-        """``hydra.sweeper.direction`` (one or a list) when set: it wins, with a warning when it opposes the
-        objectives' own; null: cifar_lit's objectives' (``<monitor>_best``: the monitor's), upstream's minimize in
-        other apps. Raises ValueError (ConfigError) in one line for a direction or objective it cannot take."""
+    @cached_property
+    def objectives(self) -> list[str]:
+        """The names of what the jobs return: cifar_lit's objectives (cifar_lit.training.monitor); none elsewhere."""
+        return objective_names(self.config) if self.is_train_app() else []
+
+    @cached_property
+    def directions(self) -> list[str]:
+        """The study's directions, worked out (and warned about) once a search: ``hydra.sweeper.direction`` (one or
+        a list) when set, with a warning when it opposes the objectives' own; null: cifar_lit's objectives' (the
+        monitor's), upstream's minimize in other apps. A ValueError (ConfigError) in one line for one it cannot take."""
         given = [self.direction] if isinstance(self.direction, str) else self.direction
-        inferred, names = None, objective_names(self.config) if self.is_train_app() else None
+        inferred, names = None, self.objectives
         if names:
             try:
                 inferred = objective_directions(self.config)
@@ -139,7 +142,7 @@ class OptunaSearch:
     def reports_epochs(self) -> bool:
         """Whether the jobs report their epochs to their trial (what a pruner decides on): cifar_lit's train, with a
         storage its jobs can reach (not in memory) and one objective (Optuna prunes single-objective studies only)."""
-        return self.is_train_app() and self.storage is not None and len(self.study_directions()) == 1
+        return self.is_train_app() and self.storage is not None and len(self.directions) == 1
 
     def storage_from_env(self) -> bool:
         """Whether the storage is $CIFAR_LIT_OPTUNA_STORAGE's value: the jobs then read the variable themselves."""
@@ -179,7 +182,7 @@ class OptunaSearch:
     def create_study(self, space: dict[str, BaseDistribution]) -> optuna.Study:
         sampler_cfg = resume.in_order_grid(self.sampler_config())  # Optuna's grid, its order kept on resume
         extra = {"search_space": grid_of(space)} if self.is_grid() else {}
-        directions = self.study_directions()
+        directions = self.directions
         with study_lock(self.storage, self.study_name):  # workers starting together: one creates tables and study
             storage = self.storage and open_storage(self.storage, self.heartbeat_interval, self.grace_period)
             earlier = workers.previous_trials(self.study_name, storage) if storage else 0
@@ -208,7 +211,7 @@ class OptunaSearch:
                 "monitor or objectives?): resume it with the same ones, or start a new storage"
             )
         # not "Objective 0" in optuna-dashboard: cifar_lit's objectives (other apps' return values have no names)
-        name_objectives(study, objective_names(self.config) if self.is_train_app() else [])
+        name_objectives(study, self.objectives)
         return study
 
     def trial_overrides(self, trial: optuna.Trial, fixed: list[str]) -> list[str]:
@@ -292,8 +295,7 @@ class OptunaSearch:
         return workers.trials_left(study, self.n_trials, self.n_trials_of, folder_left, grid)
 
     def write_results(self, study: optuna.Study) -> bool:
-        names = objective_names(self.config) if self.is_train_app() else None
-        return write_results(study, Path(self.config.hydra.sweep.dir), names)
+        return write_results(study, Path(self.config.hydra.sweep.dir), self.objectives)
 
     def fail(self, message: str) -> NoReturn:
         """End the search with exit status 1 and ``message``. Hydra runs the end-of-multirun callbacks (the sweep
